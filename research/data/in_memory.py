@@ -1,0 +1,63 @@
+"""Small datasets held in device memory; batches are gathered, normalised and augmented inside jit.
+
+The batch for global step t is a pure function of (seed, t): epoch e = t // steps_per_epoch uses the
+permutation drawn from fold_in(seed, e), and augmentation uses fold_in(seed, t). So a run resumed from a
+checkpoint at step t sees exactly the batches an uninterrupted run would, and the checkpoint needs no
+iterator state beyond the step.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from research import augment, sharding
+
+
+class InMemoryImages:
+    """Training batches {"image": float32 BxHxWxC normalised, "label": int32 B} from uint8 arrays."""
+
+    def __init__(self, images_NxHxWxC: np.ndarray, labels_N: np.ndarray, batch_size: int, mesh: Mesh,
+                 seed: int, mean: float, std: float, flip: bool = False, crop_padding: int = 0):
+        sharding.check_batch_divides(batch_size, mesh)
+        if len(images_NxHxWxC) < batch_size:
+            raise ValueError(f"batch_size={batch_size} is larger than the dataset ({len(images_NxHxWxC)})")
+        self.images = jax.device_put(images_NxHxWxC, sharding.replicated(mesh))
+        self.labels = jax.device_put(labels_N.astype(np.int32), sharding.replicated(mesh))
+        self.batch_size = batch_size
+        self.steps_per_epoch = len(images_NxHxWxC) // batch_size  # drop the last partial batch
+        self._order_key = jax.random.fold_in(jax.random.key(seed), 0)
+        self._augment_key = jax.random.fold_in(jax.random.key(seed), 1)
+        self._epoch, self._order = -1, None
+        self._gather = jax.jit(functools.partial(_gather_normalise_augment, mean=mean, std=std, flip=flip,
+                                                 crop_padding=crop_padding),
+                               out_shardings=sharding.batch_sharded(mesh))
+
+    def batch(self, step: int) -> dict[str, jax.Array]:
+        epoch, index = divmod(step, self.steps_per_epoch)
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._order = jax.random.permutation(jax.random.fold_in(self._order_key, epoch), len(self.labels))
+        indices_B = jax.lax.dynamic_slice_in_dim(self._order, index * self.batch_size, self.batch_size)
+        return self._gather(self.images, self.labels, indices_B, jax.random.fold_in(self._augment_key, step))
+
+
+def _gather_normalise_augment(images, labels, indices_B, rng, *, mean, std, flip, crop_padding):
+    images_BxHxWxC = normalise(images[indices_B], mean, std)
+    return {"image": augment.augment(rng, images_BxHxWxC, flip, crop_padding), "label": labels[indices_B]}
+
+
+def normalise(images_uint8, mean: float, std: float) -> jax.Array:
+    return (images_uint8.astype(jnp.float32) / 255.0 - mean) / std
+
+
+def padded_batches(images_NxHxWxC: np.ndarray, labels_N: np.ndarray, batch_size: int):
+    """Yields eval batches of exactly `batch_size`, the last one padded, with `mask` marking real rows."""
+    for start in range(0, len(labels_N), batch_size):
+        images, labels = images_NxHxWxC[start:start + batch_size], labels_N[start:start + batch_size]
+        pad = batch_size - len(labels)
+        mask = np.concatenate([np.ones(len(labels), bool), np.zeros(pad, bool)])
+        yield {"image": np.pad(images, [(0, pad)] + [(0, 0)] * (images.ndim - 1)),
+               "label": np.pad(labels, (0, pad)), "mask": mask}

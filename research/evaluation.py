@@ -1,0 +1,48 @@
+"""Evaluation over a whole array dataset: padded batches with a mask, so every example counts once."""
+
+from typing import Callable
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from research import augment, sharding
+from research.data.in_memory import normalise, padded_batches
+from research.trainer import means
+
+
+def make_evaluator(eval_step: Callable, images_NxHxWxC: np.ndarray, labels_N: np.ndarray, batch_size: int,
+                   mesh: Mesh, mean: float, std: float, prefix: str = "test_") -> Callable[[object], dict]:
+    """Returns `evaluate(state) -> {prefix + name: mean}` over the whole dataset, compiled once."""
+    sharding.check_batch_divides(batch_size, mesh, "eval_batch_size")
+    step = _jit_on_mesh(lambda state, batch: eval_step(state, {**batch, "image": normalise(batch["image"], mean, std)}),
+                        mesh)
+
+    def evaluate(state) -> dict[str, float]:
+        total = None
+        for batch in padded_batches(images_NxHxWxC, labels_N, batch_size):
+            metrics = step(state, batch)
+            total = metrics if total is None else jax.tree.map(lambda a, b: a + b, total, metrics)
+        return {prefix + k: v for k, v in means(jax.device_get(total)).items()}
+
+    return evaluate
+
+
+def predict_probabilities(predict: Callable, state, images_NxHxWxC: np.ndarray, batch_size: int, mesh: Mesh,
+                          mean: float, std: float, tta: bool = False) -> np.ndarray:
+    """Softmax probabilities (N x K); with `tta`, averaged over `augment.tta_views`."""
+
+    def probabilities(state, batch):
+        images = normalise(batch["image"], mean, std)
+        views = augment.tta_views(images) if tta else [images]
+        return sum(jax.nn.softmax(predict(state, view)) for view in views) / len(views)
+
+    step = _jit_on_mesh(probabilities, mesh)
+    labels = np.zeros(len(images_NxHxWxC), np.int32)
+    out = [np.asarray(step(state, batch))[batch["mask"]]
+           for batch in padded_batches(images_NxHxWxC, labels, batch_size)]
+    return np.concatenate(out)
+
+
+def _jit_on_mesh(fn: Callable, mesh: Mesh) -> Callable:
+    return jax.jit(fn, in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)))

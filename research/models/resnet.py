@@ -1,0 +1,113 @@
+"""ResNets with torchvision's layout, in Flax linen (NHWC).
+
+Submodule names follow torchvision (`conv1`, `bn1`, `layer1_0.conv1`, `layer1_0.downsample_conv`, `fc`) so
+that ImageNet weights published for PyTorch map onto ours one to one. The stem is configurable: the
+ImageNet stem (7x7 stride-2 conv + max-pool) for large images, or a 3x3 stem without pooling for
+28-32 px images (`small_resnet`).
+"""
+
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from research.init import he_normal_fan_out
+
+
+def _conv(features: int, kernel: int, stride: int, name: str, dtype: Any) -> nn.Conv:
+    return nn.Conv(features, (kernel, kernel), (stride, stride), padding=[(kernel // 2, kernel // 2)] * 2,
+                   use_bias=False, kernel_init=he_normal_fan_out, dtype=dtype, name=name)
+
+
+def _batch_norm(train: bool, name: str, dtype: Any, zero_scale: bool = False) -> nn.BatchNorm:
+    # torch's momentum 0.1 is flax's momentum 0.9 (weight of the old running average).
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
+                        scale_init=nn.initializers.zeros if zero_scale else nn.initializers.ones, name=name)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with a residual connection (resnet18/34)."""
+    features: int
+    stride: int = 1
+    zero_init_residual: bool = False
+    dtype: Any = jnp.float32
+    expansion = 1
+
+    @nn.compact
+    def __call__(self, x_BxHxWxC, train: bool):
+        y = _conv(self.features, 3, self.stride, "conv1", self.dtype)(x_BxHxWxC)
+        y = nn.relu(_batch_norm(train, "bn1", self.dtype)(y))
+        y = _conv(self.features, 3, 1, "conv2", self.dtype)(y)
+        y = _batch_norm(train, "bn2", self.dtype, self.zero_init_residual)(y)
+        return nn.relu(y + _shortcut(x_BxHxWxC, self.features, self.stride, train, self.dtype))
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (strided, as torchvision v1.5), 1x1 expand by 4 (resnet50 and deeper)."""
+    features: int
+    stride: int = 1
+    zero_init_residual: bool = False
+    dtype: Any = jnp.float32
+    expansion = 4
+
+    @nn.compact
+    def __call__(self, x_BxHxWxC, train: bool):
+        y = _conv(self.features, 1, 1, "conv1", self.dtype)(x_BxHxWxC)
+        y = nn.relu(_batch_norm(train, "bn1", self.dtype)(y))
+        y = _conv(self.features, 3, self.stride, "conv2", self.dtype)(y)
+        y = nn.relu(_batch_norm(train, "bn2", self.dtype)(y))
+        y = _conv(self.features * 4, 1, 1, "conv3", self.dtype)(y)
+        y = _batch_norm(train, "bn3", self.dtype, self.zero_init_residual)(y)
+        return nn.relu(y + _shortcut(x_BxHxWxC, self.features * 4, self.stride, train, self.dtype))
+
+
+def _shortcut(x, features: int, stride: int, train: bool, dtype: Any):
+    """Identity, or torchvision's `downsample` (1x1 strided conv + BN) when the shape changes."""
+    if x.shape[-1] == features and stride == 1:
+        return x
+    x = _conv(features, 1, stride, "downsample_conv", dtype)(x)
+    return _batch_norm(train, "downsample_bn", dtype)(x)
+
+
+class ResNet(nn.Module):
+    """A ResNet body and linear classifier. `__call__(images_BxHxWxC, train) -> logits_BxK`."""
+    stage_sizes: Sequence[int]
+    block_cls: type
+    num_classes: int
+    stage_widths: Sequence[int] = (64, 128, 256, 512)
+    stem_width: int = 64
+    stem_kernel: int = 7
+    stem_stride: int = 2
+    stem_pool: bool = True
+    zero_init_residual: bool = False
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_BxHxWxC, train: bool = True):
+        x = _conv(self.stem_width, self.stem_kernel, self.stem_stride, "conv1", self.dtype)(x_BxHxWxC)
+        x = nn.relu(_batch_norm(train, "bn1", self.dtype)(x))
+        if self.stem_pool:
+            x = nn.max_pool(x, (3, 3), (2, 2), padding=[(1, 1), (1, 1)])
+        for stage, (num_blocks, width) in enumerate(zip(self.stage_sizes, self.stage_widths)):
+            for block in range(num_blocks):
+                stride = 2 if stage > 0 and block == 0 else 1
+                x = self.block_cls(width, stride, self.zero_init_residual, self.dtype,
+                                   name=f"layer{stage + 1}_{block}")(x, train)
+        features_BxD = jnp.mean(x, axis=(1, 2))
+        logits = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(features_BxD)
+        return logits.astype(jnp.float32)
+
+
+resnet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block_cls=BasicBlock)
+resnet34 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block_cls=BasicBlock)
+resnet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block_cls=Bottleneck)
+
+
+def small_resnet(num_classes: int, stage_sizes: Sequence[int] = (1, 1, 1),
+                 stage_widths: Sequence[int] = (32, 64, 128), stem_width: int = 32, stem_stride: int = 1,
+                 dtype: Any = jnp.float32) -> ResNet:
+    """A ResNet for 28-32 px images: a 3x3 stem without max-pool, then BasicBlock stages."""
+    return ResNet(stage_sizes=stage_sizes, block_cls=BasicBlock, num_classes=num_classes,
+                  stage_widths=stage_widths, stem_width=stem_width, stem_kernel=3, stem_stride=stem_stride,
+                  stem_pool=False, zero_init_residual=True, dtype=dtype)

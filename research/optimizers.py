@@ -1,0 +1,54 @@
+"""Optimizer builder: SGD with momentum (SGDW) or Adam/AdamW, decoupled weight decay, gradient clipping.
+
+The whole chain is wrapped in `optax.inject_hyperparams`, so the learning rate, momentum (Adam's beta1) and
+weight decay live in the optimizer state: schedules drive them, logs read them, and the learning-rate range
+test overrides them step by step without rebuilding the optimizer.
+"""
+
+from typing import Callable
+
+import jax
+import optax
+
+Hyperparam = float | Callable[[int], float]
+
+
+def decay_mask(params):
+    """Weight decay applies to weight matrices and kernels, not to biases or normalisation parameters."""
+    return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def make_optimizer(name: str, learning_rate: Hyperparam, momentum: Hyperparam = 0.9,
+                   weight_decay: Hyperparam = 0.0, nesterov: bool = False, b2: float = 0.99,
+                   eps: float = 1e-8, clip_norm: float | None = None) -> optax.GradientTransformation:
+    """Builds `name` in {"sgd", "adam", "adamw"}.
+
+    Weight decay is decoupled from the gradient (Loshchilov & Hutter): the update is
+    -lr * (direction + weight_decay * param), so it is not rescaled by Adam's second moment nor
+    accumulated in SGD's momentum. "adam" is "adamw" with weight_decay forced to 0.
+    `clip_norm` clips the gradient's global norm before anything else.
+    """
+    if name not in ("sgd", "adam", "adamw"):
+        raise ValueError(f"optimizer name must be 'sgd', 'adam' or 'adamw', got {name!r}")
+    if name == "adam":
+        weight_decay = 0.0
+
+    def build(learning_rate, momentum, weight_decay):
+        if name == "sgd":
+            direction = optax.trace(decay=momentum, nesterov=nesterov)
+        else:
+            direction = optax.scale_by_adam(b1=momentum, b2=b2, eps=eps)
+        return optax.chain(
+            optax.clip_by_global_norm(clip_norm) if clip_norm else optax.identity(),
+            direction,
+            optax.add_decayed_weights(weight_decay, mask=decay_mask),
+            optax.scale_by_learning_rate(learning_rate),
+        )
+
+    return optax.inject_hyperparams(build)(learning_rate=learning_rate, momentum=momentum,
+                                           weight_decay=weight_decay)
+
+
+def current_learning_rate(opt_state) -> jax.Array:
+    """The learning rate the last update used (read from the injected hyperparameters)."""
+    return opt_state.hyperparams["learning_rate"]

@@ -1,0 +1,22 @@
+"""The train state: step, parameters, BatchNorm statistics and optimizer state, as one pytree."""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+
+class TrainState(train_state.TrainState):
+    """Flax's TrainState plus the model's non-trainable `batch_stats` collection."""
+    batch_stats: Any = None
+
+
+def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
+                       input_shape: tuple[int, ...]) -> TrainState:
+    """Initialises `model` on a dummy batch of `input_shape` and the optimizer on its parameters."""
+    variables = model.init(rng, jnp.zeros(input_shape, jnp.float32), train=False)
+    return TrainState.create(apply_fn=model.apply, params=variables["params"],
+                             batch_stats=variables.get("batch_stats", {}), tx=tx)

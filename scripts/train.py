@@ -1,0 +1,40 @@
+"""Trains an experiment: `scripts/train.py --config experiments/NAME.py[:preset] --workdir DIR [--config.KEY=VALUE]`.
+
+The experiment module named by --config provides `get_config(preset)` and `train_and_evaluate(config, workdir)`.
+Configs are locked, so an override of a key that does not exist fails before anything runs. Rerunning with
+the same --workdir resumes from the latest checkpoint there.
+"""
+
+import importlib.util
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment file, experiments/NAME.py[:preset].",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, plots and results.json.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def load_experiment(config_flag_value: str):
+    """Imports the experiment module from the path part of --config (before any ':preset')."""
+    path = os.path.abspath(config_flag_value.split(":")[0])
+    spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    experiment = load_experiment(flags.FLAGS["config"].config_filename)
+    results = experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in results.items()))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    app.run(main)
