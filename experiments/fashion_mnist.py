@@ -34,6 +34,8 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.seed = 0
     c.data_dir = ""  # TFDS data directory; "" = TFDS's default (~/tensorflow_datasets)
     c.num_devices = 0  # 0 = all devices on the mesh
+    c.train_examples = 0  # > 0 trains on the first N training images only (quick runs, tests)
+    c.test_examples = 0  # > 0 evaluates on the first N test images only
     c.model = ml_collections.ConfigDict(dict(
         stem_width=24, stem_stride=1, stage_sizes=(1, 1, 1), stage_widths=(32, 64, 128)))
     c.batch_size = 256
@@ -89,6 +91,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at:
     mesh = sharding.make_mesh(config.num_devices or None)
     train_images, train_labels = fashion_mnist.load("train", config.data_dir or None)
     test_images, test_labels = fashion_mnist.load("test", config.data_dir or None)
+    if config.train_examples:
+        train_images, train_labels = train_images[:config.train_examples], train_labels[:config.train_examples]
+    if config.test_examples:
+        test_images, test_labels = test_images[:config.test_examples], test_labels[:config.test_examples]
     batches = InMemoryImages(train_images, train_labels, config.batch_size, mesh, config.seed, MEAN, STD,
                              flip=config.augment.flip, crop_padding=config.augment.crop_padding)
     model = make_model(config)

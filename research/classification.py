@@ -39,7 +39,7 @@ def make_train_step(label_smoothing: float = 0.0):
         (loss, (logits_BxK, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
         metrics = summed_metrics(logits_BxK, batch["label"], jnp.ones_like(batch["label"]))
-        metrics["grad_norm"] = optax.global_norm(grads) * metrics["count"]
+        metrics["grad_norm"] = optax.tree.norm(grads) * metrics["count"]
         return new_state, metrics
 
     return train_step

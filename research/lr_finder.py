@@ -21,12 +21,13 @@ class LRFindResult:
     losses: np.ndarray  # raw training loss at each step
     smoothed_losses: np.ndarray  # bias-corrected exponential moving average of the losses
     num_steps: int  # steps actually run (the sweep stops early on divergence)
+    divergence_lr: float  # where the loss left for good (first rate of the final run above the threshold)
     suggestions: dict[str, float]  # rule name -> suggested learning rate
 
     def to_json(self) -> dict:
         return {"learning_rates": self.learning_rates.tolist(), "losses": self.losses.tolist(),
                 "smoothed_losses": self.smoothed_losses.tolist(), "num_steps": self.num_steps,
-                "suggestions": self.suggestions}
+                "divergence_lr": self.divergence_lr, "suggestions": self.suggestions}
 
 
 def lr_schedule(start_lr: float, end_lr: float, num_steps: int) -> np.ndarray:
@@ -46,6 +47,17 @@ def smooth(losses: np.ndarray, beta: float = 0.98) -> np.ndarray:
         average = beta * average + (1 - beta) * loss
         smoothed[i] = average / (1 - beta ** (i + 1))
     return smoothed
+
+
+def smooth_zero_phase(losses: np.ndarray, beta: float = 0.98) -> np.ndarray:
+    """The bias-corrected EMA run forwards, then backwards over its output: no lag.
+
+    A forward EMA with beta=0.98 lags the raw loss by up to ~50 steps, which moves every feature of the curve
+    (its minimum, its steepest point) towards larger rates; suggestions read off it come out too high, or,
+    once divided by a fixed factor to compensate, too low. Smoothing in both directions cancels the lag.
+    """
+    forward = smooth(losses, beta)
+    return smooth(forward[::-1], beta)[::-1]
 
 
 def lr_range_test(train_step: Callable, state, batch_at: Callable[[int], dict], *, start_lr: float = 1e-7,
@@ -71,19 +83,33 @@ def lr_range_test(train_step: Callable, state, batch_at: Callable[[int], dict], 
         if not np.isfinite(losses[-1]) or smoothed[-1] > diverge * np.min(smoothed):
             break
     losses = np.asarray(losses)
-    smoothed = smooth(losses, beta)
     rates = rates[:len(losses)]
-    return LRFindResult(rates, losses, smoothed, len(losses), suggest(rates, smoothed))
+    smoothed = smooth(losses, beta)
+    return LRFindResult(rates, losses, smoothed, len(losses), divergence_rate(rates, losses, smoothed, diverge),
+                        suggest(rates, losses))
 
 
-def suggest(rates: np.ndarray, smoothed: np.ndarray) -> dict[str, float]:
-    """Suggested rates from a smoothed curve; non-finite points are ignored.
+def divergence_rate(rates: np.ndarray, losses: np.ndarray, smoothed: np.ndarray, diverge: float) -> float:
+    """The rate from which every raw loss stays above (or is NaN) `diverge` x the best smoothed loss; NaN if
+    the sweep ended below it. Read off the raw losses, it has none of the smoothing's lag, and a spike that
+    recovers does not count."""
+    above = ~(losses <= diverge * np.nanmin(smoothed))
+    if not above[-1]:
+        return float("nan")
+    below = np.flatnonzero(~above)
+    return float(rates[below[-1] + 1] if len(below) else rates[0])
+
+
+def suggest(rates: np.ndarray, losses: np.ndarray, beta: float = 0.9) -> dict[str, float]:
+    """Suggested rates from the raw curve, read off its zero-phase smoothing; non-finite losses are dropped.
+
+    Without lag, lighter smoothing (beta 0.9: ~10 steps each way) is enough.
 
     - minimum: the rate at the lowest smoothed loss, divided by 10 (fastai's `lr_min`).
     - steep: the rate where the smoothed loss falls fastest against log(lr).
     """
-    finite = np.isfinite(smoothed)
-    rates, smoothed = rates[finite], smoothed[finite]
+    finite = np.isfinite(losses)
+    rates, smoothed = rates[finite], smooth_zero_phase(losses[finite], beta)
     if len(rates) < 3:
         raise ValueError(f"lr range test: only {len(rates)} finite losses; lower start_lr")
     slopes = np.gradient(smoothed, np.log(rates))

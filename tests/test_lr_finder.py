@@ -1,0 +1,67 @@
+"""The learning-rate range test on a problem with a known answer, purity and robustness."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax.training import train_state
+
+from research import lr_finder
+from research.optimizers import make_optimizer
+
+# Least squares 0.5 * mean((X w - y)^2): plain gradient descent diverges above lr = 2 / L, L = the largest
+# eigenvalue of X^T X / n.
+X = jax.random.normal(jax.random.key(0), (256, 8)) * jnp.array([3.0, 1, 1, 1, 1, 1, 0.5, 0.1])
+Y = X @ jnp.arange(1.0, 9.0) + 0.5 * jax.random.normal(jax.random.key(1), (256,))
+L = float(jnp.linalg.eigvalsh(X.T @ X / len(X)).max())
+
+
+def least_squares_step(state, batch, rng):
+    def loss_fn(w):
+        return 0.5 * jnp.mean((batch["x"] @ w["w"] - batch["y"]) ** 2)
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    return state.apply_gradients(grads=grads), {"loss": loss, "count": jnp.ones(())}
+
+
+def _state():
+    tx = make_optimizer("sgd", 1e-4, momentum=0.0)
+    return train_state.TrainState.create(apply_fn=None, params={"w": jnp.zeros(8)}, tx=tx)
+
+
+def _batch(i):
+    """Minibatches of 128 rows: their gradient noise keeps every direction excited, as in real training."""
+    rows = jax.random.permutation(jax.random.key(i), len(X))[:128]
+    return {"x": X[rows], "y": Y[rows]}
+
+
+def test_divergence_is_detected_within_a_factor_2_of_two_over_L():
+    result = lr_finder.lr_range_test(least_squares_step, _state(), _batch, start_lr=1e-4, end_lr=100.0,
+                                     num_steps=200, diverge=4.0)
+    assert result.num_steps < 200  # it stopped early
+    assert 2 / L / 2 < result.divergence_lr < 2 / L * 2, (result.divergence_lr, 2 / L)
+    assert result.suggestions["minimum"] < 2 / L
+
+
+def test_callers_state_is_bitwise_unchanged_and_runs_repeat():
+    state = _state()
+    before = jax.tree.map(np.array, (state.params, state.opt_state))
+    first = lr_finder.lr_range_test(least_squares_step, state, _batch, start_lr=1e-4, end_lr=100.0, num_steps=60)
+    second = lr_finder.lr_range_test(least_squares_step, state, _batch, start_lr=1e-4, end_lr=100.0, num_steps=60)
+    after = jax.tree.map(np.array, (state.params, state.opt_state))
+    jax.tree.map(np.testing.assert_array_equal, before, after)
+    np.testing.assert_array_equal(first.losses, second.losses)
+    assert first.suggestions == second.suggestions
+
+
+def test_nan_losses_give_finite_suggestions():
+    losses = np.array([2.0, 1.9, 1.7, np.nan, 1.2, 0.9, 0.8, np.inf, 3.0])
+    rates = lr_finder.lr_schedule(1e-5, 1.0, len(losses))
+    suggestions = lr_finder.suggest(rates, losses)
+    assert all(np.isfinite(v) and v > 0 for v in suggestions.values())
+
+
+def test_smoothing_is_bias_corrected():
+    np.testing.assert_allclose(lr_finder.smooth(np.full(5, 3.0)), 3.0)
+    np.testing.assert_allclose(lr_finder.smooth_zero_phase(np.full(5, 3.0)), 3.0)
