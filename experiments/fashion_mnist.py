@@ -37,7 +37,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.train_examples = 0  # > 0 trains on the first N training images only (quick runs, tests)
     c.test_examples = 0  # > 0 evaluates on the first N test images only
     c.model = ml_collections.ConfigDict(dict(
-        stem_width=24, stem_stride=1, stage_sizes=(1, 1, 1), stage_widths=(32, 64, 128)))
+        stem_width=32, stem_stride=1, stage_sizes=(1, 1, 1), stage_widths=(64, 128, 256), stage_strides=(2, 2, 2)))
     c.batch_size = 256
     c.eval_batch_size = 1000
     c.num_epochs = 2
@@ -66,8 +66,25 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
 
 def make_model(config):
     return small_resnet(num_classes=len(fashion_mnist.CLASS_NAMES), stage_sizes=tuple(config.model.stage_sizes),
-                        stage_widths=tuple(config.model.stage_widths), stem_width=config.model.stem_width,
+                        stage_widths=tuple(config.model.stage_widths),
+                        stage_strides=tuple(config.model.stage_strides), stem_width=config.model.stem_width,
                         stem_stride=config.model.stem_stride)
+
+
+def load_data(config):
+    """(train_images, train_labels, test_images, test_labels): uint8 NxHxWx1 images, int32 labels."""
+    train_images, train_labels = fashion_mnist.load("train", config.data_dir or None)
+    test_images, test_labels = fashion_mnist.load("test", config.data_dir or None)
+    if config.train_examples:
+        train_images, train_labels = train_images[:config.train_examples], train_labels[:config.train_examples]
+    if config.test_examples:
+        test_images, test_labels = test_images[:config.test_examples], test_labels[:config.test_examples]
+    return train_images, train_labels, test_images, test_labels
+
+
+def make_batches(config, images, labels, mesh) -> InMemoryImages:
+    return InMemoryImages(images, labels, config.batch_size, mesh, config.seed, MEAN, STD,
+                          flip=config.augment.flip, crop_padding=config.augment.crop_padding)
 
 
 def make_tx(config, learning_rate, total_steps: int):
@@ -89,14 +106,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at:
     started = time.time()
     os.makedirs(workdir, exist_ok=True)
     mesh = sharding.make_mesh(config.num_devices or None)
-    train_images, train_labels = fashion_mnist.load("train", config.data_dir or None)
-    test_images, test_labels = fashion_mnist.load("test", config.data_dir or None)
-    if config.train_examples:
-        train_images, train_labels = train_images[:config.train_examples], train_labels[:config.train_examples]
-    if config.test_examples:
-        test_images, test_labels = test_images[:config.test_examples], test_labels[:config.test_examples]
-    batches = InMemoryImages(train_images, train_labels, config.batch_size, mesh, config.seed, MEAN, STD,
-                             flip=config.augment.flip, crop_padding=config.augment.crop_padding)
+    train_images, train_labels, test_images, test_labels = load_data(config)
+    batches = make_batches(config, train_images, train_labels, mesh)
     model = make_model(config)
     train_step = classification.make_train_step(config.label_smoothing)
     init_rng = jax.random.key(config.seed)

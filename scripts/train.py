@@ -5,7 +5,6 @@ Configs are locked, so an override of a key that does not exist fails before any
 the same --workdir resumes from the latest checkpoint there.
 """
 
-import importlib.util
 import os
 import sys
 
@@ -18,19 +17,11 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def load_experiment(config_flag_value: str):
-    """Imports the experiment module from the path part of --config (before any ':preset')."""
-    path = os.path.abspath(config_flag_value.split(":")[0])
-    spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)  # keep library INFO chatter (orbax, tfds) out of the progress bar
+    from scripts.experiment_file import load_experiment  # after sys.path holds the repository root
     experiment = load_experiment(flags.FLAGS["config"].config_filename)
     results = experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in results.items()))

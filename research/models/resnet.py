@@ -76,6 +76,7 @@ class ResNet(nn.Module):
     block_cls: type
     num_classes: int
     stage_widths: Sequence[int] = (64, 128, 256, 512)
+    stage_strides: Sequence[int] = (1, 2, 2, 2)
     stem_width: int = 64
     stem_kernel: int = 7
     stem_stride: int = 2
@@ -91,7 +92,7 @@ class ResNet(nn.Module):
             x = nn.max_pool(x, (3, 3), (2, 2), padding=[(1, 1), (1, 1)])
         for stage, (num_blocks, width) in enumerate(zip(self.stage_sizes, self.stage_widths)):
             for block in range(num_blocks):
-                stride = 2 if stage > 0 and block == 0 else 1
+                stride = self.stage_strides[stage] if block == 0 else 1
                 x = self.block_cls(width, stride, self.zero_init_residual, self.dtype,
                                    name=f"layer{stage + 1}_{block}")(x, train)
         features_BxD = jnp.mean(x, axis=(1, 2))
@@ -105,13 +106,18 @@ resnet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block_cls=Bottlen
 
 
 def small_resnet(num_classes: int, stage_sizes: Sequence[int] = (1, 1, 1),
-                 stage_widths: Sequence[int] = (32, 64, 128), stem_width: int = 32, stem_stride: int = 1,
-                 zero_init_residual: bool = False, dtype: Any = jnp.float32) -> ResNet:
+                 stage_widths: Sequence[int] = (64, 128, 256), stage_strides: Sequence[int] = (2, 2, 2),
+                 stem_width: int = 32, stem_stride: int = 1, zero_init_residual: bool = False,
+                 dtype: Any = jnp.float32) -> ResNet:
     """A ResNet for 28-32 px images: a 3x3 stem without max-pool, then BasicBlock stages.
+
+    By default every stage halves the resolution (28 -> 14 -> 7 -> 4): on XLA:CPU the weight gradients of
+    narrow convolutions at full resolution are slow (~30 GFLOP/s against ~100 at 7x7x128), and the
+    accuracy gained per FLOP is higher from width at low resolution.
 
     zero_init_residual defaults to False here: in a shallow net trained for a few hundred steps, starting
     each block as the identity slowed early training (loss 1.60 vs 0.92 after 40 Adam steps on 4k images).
     """
     return ResNet(stage_sizes=stage_sizes, block_cls=BasicBlock, num_classes=num_classes,
-                  stage_widths=stage_widths, stem_width=stem_width, stem_kernel=3, stem_stride=stem_stride,
-                  stem_pool=False, zero_init_residual=zero_init_residual, dtype=dtype)
+                  stage_widths=stage_widths, stage_strides=stage_strides, stem_width=stem_width, stem_kernel=3,
+                  stem_stride=stem_stride, stem_pool=False, zero_init_residual=zero_init_residual, dtype=dtype)
