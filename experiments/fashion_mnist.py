@@ -14,6 +14,7 @@ import os
 import time
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -37,19 +38,19 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.train_examples = 0  # > 0 trains on the first N training images only (quick runs, tests)
     c.test_examples = 0  # > 0 evaluates on the first N test images only
     c.model = ml_collections.ConfigDict(dict(
-        stem_width=32, stem_stride=1, stage_sizes=(1, 1, 1), stage_widths=(64, 128, 256), stage_strides=(2, 2, 2)))
-    c.batch_size = 256
+        stem_width=32, stem_stride=2, stage_sizes=(1, 1, 1), stage_widths=(32, 64, 128), stage_strides=(1, 2, 2)))
+    c.batch_size = 128
     c.eval_batch_size = 1000
-    c.num_epochs = 2
+    c.num_epochs = 4
     c.optimizer = ml_collections.ConfigDict(dict(
         name="adamw", weight_decay=0.01, nesterov=False, b2=0.99, clip_norm=0.0))
     c.learning_rate = 0.0  # > 0 skips the LR range test and uses this peak rate
     c.lr_find = ml_collections.ConfigDict(dict(
-        start_lr=1e-6, end_lr=10.0, num_steps=80, suggestion="minimum"))
+        start_lr=1e-6, end_lr=10.0, num_steps=80, suggestion="bottom"))
     c.one_cycle = ml_collections.ConfigDict(dict(
         pct_start=0.25, div_factor=25.0, final_div_factor=1e4, max_momentum=0.95, min_momentum=0.85))
-    c.label_smoothing = 0.0
-    c.augment = ml_collections.ConfigDict(dict(flip=True, crop_padding=0))
+    c.label_smoothing = 0.1
+    c.augment = ml_collections.ConfigDict(dict(flip=False, crop_padding=0))
     c.tta = True
     c.log_every = 50
     c.checkpoint_every_epochs = 1
@@ -58,7 +59,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         c.model.stem_width = 32
         c.model.stage_sizes = (2, 2, 2)
         c.model.stage_widths = (64, 128, 256)
-        c.num_epochs = 20
+        c.num_epochs = 40
         c.augment.crop_padding = 2
         c.label_smoothing = 0.1
     return c
@@ -113,8 +114,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at:
     init_rng = jax.random.key(config.seed)
     input_shape = (1, *train_images.shape[1:])
 
-    learning_rate = config.learning_rate or _find_learning_rate(config, workdir, model, train_step, batches,
-                                                               init_rng, input_shape)
+    learning_rate = config.learning_rate or _suggested_learning_rate(config, workdir, mesh,
+                                                                     (train_images, train_labels))
     total_steps = config.num_epochs * batches.steps_per_epoch
     state = create_train_state(model, make_tx(config, learning_rate, total_steps), init_rng, input_shape)
     evaluate = make_evaluator(classification.eval_step, test_images, test_labels, config.eval_batch_size,
@@ -150,24 +151,44 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at:
     return results
 
 
-def _find_learning_rate(config, workdir, model, train_step, batches, init_rng, input_shape) -> float:
-    """Runs the LR range test (or reuses a resumed run's result) and returns the configured suggestion."""
+def lr_find(config, workdir: str, num_seeds: int = 1, mesh=None, data=None) -> lr_finder.LRFindResult:
+    """The LR range test for this experiment's model, optimizer and data; writes lr_find.png and lr_find.json.
+
+    With num_seeds > 1 the sweep runs K initialisations and data orders in one vmapped, compiled program and
+    suggests from the mean curve."""
+    mesh = mesh or sharding.make_mesh(config.num_devices or None)
+    train_images, train_labels = data or load_data(config)[:2]
+    batches = make_batches(config, train_images, train_labels, mesh)
+    model, lf = make_model(config), config.lr_find
+    train_step = classification.make_train_step(config.label_smoothing)
+    tx = make_tx(config, lf.start_lr, 0)
+    input_shape = (1, *train_images.shape[1:])
+    sweep = dict(start_lr=lf.start_lr, end_lr=lf.end_lr, num_steps=lf.num_steps)
+    if num_seeds == 1:
+        state = create_train_state(model, tx, jax.random.key(config.seed), input_shape)
+        found = lr_finder.lr_range_test(train_step, state, batches.batch, seed=config.seed, **sweep)
+    else:
+        seeds = [config.seed + k for k in range(num_seeds)]
+        states = jax.vmap(lambda key: create_train_state(model, tx, key, input_shape))(
+            jax.vmap(jax.random.key)(jnp.asarray(seeds)))
+        found = lr_finder.lr_range_test_seeds(train_step, states, batches.batch_traceable, seeds, **sweep)
+    if jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        plots.lr_find(os.path.join(workdir, "lr_find.png"), found)
+        with open(os.path.join(workdir, "lr_find.json"), "w") as f:
+            json.dump(found.to_json(), f)
+    return found
+
+
+def _suggested_learning_rate(config, workdir, mesh, data) -> float:
+    """The configured suggestion of the LR range test (reused from lr_find.json when resuming)."""
     path = os.path.join(workdir, "lr_find.json")
     if os.path.exists(path):
         with open(path) as f:
-            result = json.load(f)
+            suggestions = json.load(f)["suggestions"]
     else:
-        lf = config.lr_find
-        state = create_train_state(model, make_tx(config, lf.start_lr, 0), init_rng, input_shape)
-        found = lr_finder.lr_range_test(train_step, state, batches.batch, start_lr=lf.start_lr, end_lr=lf.end_lr,
-                                        num_steps=lf.num_steps, seed=config.seed)
-        result = found.to_json()
-        if jax.process_index() == 0:
-            plots.lr_find(os.path.join(workdir, "lr_find.png"), found.learning_rates, found.losses,
-                          found.smoothed_losses, found.suggestions)
-            with open(path, "w") as f:
-                json.dump(result, f)
-    if config.lr_find.suggestion not in result["suggestions"]:
+        suggestions = lr_find(config, workdir, mesh=mesh, data=data).suggestions
+    if config.lr_find.suggestion not in suggestions:
         raise ValueError(f"config.lr_find.suggestion={config.lr_find.suggestion!r} is not one of "
-                         f"{sorted(result['suggestions'])}")
-    return result["suggestions"][config.lr_find.suggestion]
+                         f"{sorted(suggestions)}")
+    return suggestions[config.lr_find.suggestion]

@@ -40,7 +40,7 @@ def test_divergence_is_detected_within_a_factor_2_of_two_over_L():
     result = lr_finder.lr_range_test(least_squares_step, _state(), _batch, start_lr=1e-4, end_lr=100.0,
                                      num_steps=200, diverge=4.0)
     assert result.num_steps < 200  # it stopped early
-    assert 2 / L / 2 < result.divergence_lr < 2 / L * 2, (result.divergence_lr, 2 / L)
+    assert 2 / L / 2 < result.divergence_value < 2 / L * 2, (result.divergence_value, 2 / L)
     assert result.suggestions["minimum"] < 2 / L
 
 
@@ -57,7 +57,7 @@ def test_callers_state_is_bitwise_unchanged_and_runs_repeat():
 
 def test_nan_losses_give_finite_suggestions():
     losses = np.array([2.0, 1.9, 1.7, np.nan, 1.2, 0.9, 0.8, np.inf, 3.0])
-    rates = lr_finder.lr_schedule(1e-5, 1.0, len(losses))
+    rates = lr_finder.sweep_values(1e-5, 1.0, len(losses))
     suggestions = lr_finder.suggest(rates, losses)
     assert all(np.isfinite(v) and v > 0 for v in suggestions.values())
 
@@ -65,3 +65,65 @@ def test_nan_losses_give_finite_suggestions():
 def test_smoothing_is_bias_corrected():
     np.testing.assert_allclose(lr_finder.smooth(np.full(5, 3.0)), 3.0)
     np.testing.assert_allclose(lr_finder.smooth_zero_phase(np.full(5, 3.0)), 3.0)
+
+
+def test_compiled_sweep_equals_stepwise_sweep():
+    kwargs = dict(start_lr=1e-4, end_lr=100.0, num_steps=150)
+    stepwise = lr_finder.lr_range_test(least_squares_step, _state(), _batch, **kwargs)
+    compiled = lr_finder.lr_range_test(least_squares_step, _state(), _batch, compiled=True, **kwargs)
+    assert compiled.num_steps == stepwise.num_steps < 150
+    np.testing.assert_allclose(compiled.losses, stepwise.losses, rtol=1e-5)
+    assert compiled.suggestions == pytest.approx(stepwise.suggestions, rel=1e-4)
+
+
+def test_vmapped_seeds_equal_single_sweeps():
+    inits = [{"w": jax.random.normal(jax.random.key(k), (8,))} for k in range(3)]
+    tx = make_optimizer("sgd", 1e-4, momentum=0.0)
+    single_states = [train_state.TrainState.create(apply_fn=None, params=p, tx=tx) for p in inits]
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *single_states)
+
+    def batch_at(i, k):
+        return _batch(i * 3 + k)
+
+    kwargs = dict(start_lr=1e-4, end_lr=100.0, num_steps=120)
+    multi = lr_finder.lr_range_test_seeds(least_squares_step, stacked, batch_at, [0, 1, 2], **kwargs)
+    for k, state in enumerate(single_states):
+        single = lr_finder.lr_range_test(least_squares_step, state, lambda i: batch_at(i, k), seed=k,
+                                         compiled=True, **kwargs)
+        np.testing.assert_allclose(multi.losses_per_seed[k], single.losses[:multi.num_steps], rtol=1e-5)
+    np.testing.assert_allclose(multi.losses, multi.losses_per_seed.mean(0))
+    assert all(np.isfinite(v) for v in multi.suggestions.values())
+
+
+def test_weight_decay_sweep_runs_and_reports_its_hyperparameter():
+    tx = make_optimizer("adamw", 1e-2, weight_decay=0.0)
+    state = train_state.TrainState.create(apply_fn=None, params={"w": jnp.zeros((8, 1))}, tx=tx)
+
+    def step(state, batch, rng):
+        def loss_fn(params):
+            return 0.5 * jnp.mean((batch["x"] @ params["w"][:, 0] - batch["y"]) ** 2)
+        loss, grads = jax.value_and_grad(loss_fn)(state.params)
+        return state.apply_gradients(grads=grads), {"loss": loss, "count": jnp.ones(())}
+
+    result = lr_finder.lr_range_test(step, state, _batch, start_lr=1e-4, end_lr=1e3, num_steps=80,
+                                     hyperparam="weight_decay")
+    assert result.hyperparam == "weight_decay"
+    assert result.values[0] == pytest.approx(1e-4)
+    # Heavy weight decay pulls w to 0 and the loss back up towards 0.5 * mean(y^2).
+    assert result.losses.max() > 2 * result.losses.min()
+
+
+def test_unknown_hyperparameter_is_a_clear_error():
+    with pytest.raises(KeyError, match="'beta3'"):
+        lr_finder.lr_range_test(least_squares_step, _state(), _batch, num_steps=5, hyperparam="beta3")
+
+
+def test_suggestions_ignore_an_early_spike():
+    rates = lr_finder.sweep_values(1e-6, 1.0, 100)
+    losses = 2.3 - 2.0 / (1 + np.exp(-(np.log10(rates) + 2.5) * 3))  # falls around 3e-3
+    losses[np.log10(rates) > -0.7] = 10.0  # blows up at 0.2
+    spiked = losses.copy()
+    spiked[5] = 50.0  # an early spike
+    assert lr_finder.suggest(rates, spiked) == pytest.approx(lr_finder.suggest(rates, losses), rel=0.15)
+    suggestions = lr_finder.suggest(rates, losses)
+    assert 1e-3 < suggestions["steep"] < 1e-2

@@ -28,8 +28,8 @@ class InMemoryImages:
         self.labels = jax.device_put(labels_N.astype(np.int32), sharding.replicated(mesh))
         self.batch_size = batch_size
         self.steps_per_epoch = len(images_NxHxWxC) // batch_size  # drop the last partial batch
-        self._order_key = jax.random.fold_in(jax.random.key(seed), 0)
-        self._augment_key = jax.random.fold_in(jax.random.key(seed), 1)
+        self._order_key, self._augment_key = _stream_keys(seed, 0)
+        self._seed = seed
         self._epoch, self._order = -1, None
         self._gather = jax.jit(functools.partial(_gather_normalise_augment, mean=mean, std=std, flip=flip,
                                                  crop_padding=crop_padding),
@@ -42,6 +42,23 @@ class InMemoryImages:
             self._order = jax.random.permutation(jax.random.fold_in(self._order_key, epoch), len(self.labels))
         indices_B = jax.lax.dynamic_slice_in_dim(self._order, index * self.batch_size, self.batch_size)
         return self._gather(self.images, self.labels, indices_B, jax.random.fold_in(self._augment_key, step))
+
+    def batch_traceable(self, step: jax.Array, stream: jax.Array | int = 0) -> dict[str, jax.Array]:
+        """Step `step`'s batch, computed with jax ops only (`step` may be traced, e.g. inside `lax.scan`).
+
+        Stream 0 equals `batch(step)`; other streams draw other data orders and augmentations (for sweeps
+        over seeds)."""
+        epoch, index = jnp.divmod(step, self.steps_per_epoch)
+        order_key, augment_key = _stream_keys(self._seed, stream)
+        order = jax.random.permutation(jax.random.fold_in(order_key, epoch), self.labels.shape[0])
+        indices_B = jax.lax.dynamic_slice_in_dim(order, index * self.batch_size, self.batch_size)
+        return self._gather(self.images, self.labels, indices_B, jax.random.fold_in(augment_key, step))
+
+
+def _stream_keys(seed: int, stream) -> tuple[jax.Array, jax.Array]:
+    """Keys for the data order and the augmentation of one stream of batches."""
+    key = jax.random.fold_in(jax.random.key(seed), stream)
+    return jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
 
 
 def _gather_normalise_augment(images, labels, indices_B, rng, *, mean, std, flip, crop_padding):

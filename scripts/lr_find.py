@@ -1,0 +1,35 @@
+"""Learning-rate range test of an experiment: prints the suggestions, writes DIR/lr_find.png and DIR/lr_find.json.
+
+  .venv/bin/python scripts/lr_find.py --config experiments/fashion_mnist.py --workdir runs/lr_find [--seeds 3]
+
+The experiment module provides `lr_find(config, workdir, num_seeds)`. With --seeds K > 1, K initialisations
+and data orders are swept in one vmapped program and the plot shows their mean and range.
+"""
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment file, experiments/NAME.py[:preset].",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for lr_find.png and lr_find.json.")
+_SEEDS = flags.DEFINE_integer("seeds", 1, "Number of seeds swept together (vmapped).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    logging.set_verbosity(logging.WARNING)
+    from scripts.experiment_file import load_experiment  # after sys.path holds the repository root
+    experiment = load_experiment(flags.FLAGS["config"].config_filename)
+    result = experiment.lr_find(_CONFIG.value, _WORKDIR.value, num_seeds=_SEEDS.value)
+    print(f"{result.num_steps} steps, diverged at {result.divergence_value:.3g}; suggestions: "
+          + ", ".join(f"{name} {value:.3g}" for name, value in result.suggestions.items()))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    app.run(main)

@@ -1,0 +1,54 @@
+"""Checks the LR range test's suggestion against a grid: trains the experiment at each grid rate and at the
+suggested rate, and prints their test accuracies side by side.
+
+  .venv/bin/python scripts/lr_grid.py --config experiments/fashion_mnist.py --workdir runs/lr_grid \
+      --rates 1e-3,3e-3,1e-2,3e-2,1e-1,3e-1
+
+Each run has its own workdir under --workdir (so an interrupted grid resumes); the table is also written to
+DIR/lr_grid.json.
+"""
+
+import json
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment file, experiments/NAME.py[:preset].",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the runs and lr_grid.json.")
+_RATES = flags.DEFINE_list("rates", ["1e-3", "3e-3", "1e-2", "3e-2", "1e-1", "3e-1"], "Grid of peak rates.")
+_METRIC = flags.DEFINE_string("metric", "test_accuracy", "Key of results.json to compare (higher is better).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    logging.set_verbosity(logging.WARNING)
+    from scripts.experiment_file import load_experiment  # after sys.path holds the repository root
+    experiment = load_experiment(flags.FLAGS["config"].config_filename)
+    config = _CONFIG.value
+    found = experiment.lr_find(config, os.path.join(_WORKDIR.value, "lr_find"))
+    suggested = found.suggestions[config.lr_find.suggestion]
+    rows = []
+    for label, rate in [(f"grid {r}", float(r)) for r in _RATES.value] + [
+            (f"suggested ({config.lr_find.suggestion})", suggested)]:
+        run_config = config.copy_and_resolve_references()
+        run_config.learning_rate = rate
+        results = experiment.train_and_evaluate(run_config, os.path.join(_WORKDIR.value, f"lr_{rate:.3g}"))
+        rows.append({"run": label, "learning_rate": rate, _METRIC.value: results[_METRIC.value],
+                     "train_seconds": results["train_seconds"]})
+        print(f"{label:>24}  lr={rate:.3g}  {_METRIC.value}={results[_METRIC.value]:.4f}", flush=True)
+    best = max(rows[:-1], key=lambda row: row[_METRIC.value])
+    gap = best[_METRIC.value] - rows[-1][_METRIC.value]
+    print(f"best of grid: lr={best['learning_rate']:.3g} {best[_METRIC.value]:.4f}; "
+          f"suggested lr={suggested:.3g} {rows[-1][_METRIC.value]:.4f}; gap {gap:+.4f}")
+    with open(os.path.join(_WORKDIR.value, "lr_grid.json"), "w") as f:
+        json.dump({"rows": rows, "suggestions": found.suggestions, "gap_to_best": gap}, f, indent=2)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    app.run(main)
