@@ -102,6 +102,13 @@ def make_tx(config, learning_rate, total_steps: int):
                                      clip_norm=o.clip_norm or None)
 
 
+def tta_views(config) -> tuple[bool, int]:
+    """(flip, shift) of the test-time views: those of the training augmentation, else 1-pixel shifts."""
+    if config.augment.flip or config.augment.crop_padding:
+        return config.augment.flip, min(config.augment.crop_padding, 1)
+    return False, 1
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None = None) -> dict:
     """Runs the lesson-1 flow and writes results.json, metrics, plots and checkpoints into `workdir`."""
     started = time.time()
@@ -136,7 +143,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at:
     predictions = np.argmax(probabilities, -1)
     if config.tta:
         tta_probabilities = predict_probabilities(classification.predict, state, test_images,
-                                                  config.eval_batch_size, mesh, MEAN, STD, tta=True)
+                                                  config.eval_batch_size, mesh, MEAN, STD, *tta_views(config))
         results["test_accuracy_tta"] = float(np.mean(np.argmax(tta_probabilities, -1) == test_labels))
     results["train_seconds"] = train_seconds
     results["total_seconds"] = time.time() - started

@@ -30,6 +30,21 @@ def augment(rng: jax.Array, images_BxHxWxC: jax.Array, flip: bool, crop_padding:
     return images_BxHxWxC
 
 
-def tta_views(images_BxHxWxC: jax.Array) -> list[jax.Array]:
-    """Test-time views for side-on images: the original and its mirror image."""
-    return [images_BxHxWxC, images_BxHxWxC[:, :, ::-1]]
+def shift(images_BxHxWxC: jax.Array, dy: int, dx: int) -> jax.Array:
+    """Translates by (dy, dx) pixels, filling with zeros (the normalised images' padding is zeros too)."""
+    _, height, width, _ = images_BxHxWxC.shape
+    pad = max(abs(dy), abs(dx))
+    padded = jnp.pad(images_BxHxWxC, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    return padded[:, pad - dy:pad - dy + height, pad - dx:pad - dx + width]
+
+
+def tta_views(images_BxHxWxC: jax.Array, flip: bool, shift_pixels: int) -> list[jax.Array]:
+    """Test-time views matching the training augmentation: the original, its mirror image (if trained with
+    flips) and shifts by `shift_pixels` up, down, left and right (if trained with padded crops)."""
+    views = [images_BxHxWxC]
+    if flip:
+        views.append(images_BxHxWxC[:, :, ::-1])
+    if shift_pixels:
+        views += [shift(images_BxHxWxC, dy, dx) for dy, dx in
+                  [(shift_pixels, 0), (-shift_pixels, 0), (0, shift_pixels), (0, -shift_pixels)]]
+    return views

@@ -29,12 +29,12 @@ def make_evaluator(eval_step: Callable, images_NxHxWxC: np.ndarray, labels_N: np
 
 
 def predict_probabilities(predict: Callable, state, images_NxHxWxC: np.ndarray, batch_size: int, mesh: Mesh,
-                          mean: float, std: float, tta: bool = False) -> np.ndarray:
-    """Softmax probabilities (N x K); with `tta`, averaged over `augment.tta_views`."""
+                          mean: float, std: float, tta_flip: bool = False, tta_shift: int = 0) -> np.ndarray:
+    """Softmax probabilities (N x K), averaged over `augment.tta_views(images, tta_flip, tta_shift)`."""
 
     def probabilities(state, batch):
         images = normalise(batch["image"], mean, std)
-        views = augment.tta_views(images) if tta else [images]
+        views = augment.tta_views(images, tta_flip, tta_shift)
         return sum(jax.nn.softmax(predict(state, view)) for view in views) / len(views)
 
     step = _jit_on_mesh(probabilities, mesh)
