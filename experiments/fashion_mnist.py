@@ -38,10 +38,10 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.train_examples = 0  # > 0 trains on the first N training images only (quick runs, tests)
     c.test_examples = 0  # > 0 evaluates on the first N test images only
     c.model = ml_collections.ConfigDict(dict(
-        stem_width=32, stem_stride=2, stage_sizes=(1, 1, 1), stage_widths=(32, 64, 128), stage_strides=(1, 2, 2)))
+        stem_width=32, stem_stride=2, stage_sizes=(1, 1, 2), stage_widths=(32, 64, 128), stage_strides=(1, 2, 2)))
     c.batch_size = 128
     c.eval_batch_size = 1000
-    c.num_epochs = 4
+    c.num_epochs = 3
     c.optimizer = ml_collections.ConfigDict(dict(
         name="adamw", weight_decay=0.01, nesterov=False, b2=0.99, clip_norm=0.0))
     c.learning_rate = 0.0  # > 0 skips the LR range test and uses this peak rate
@@ -59,7 +59,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         c.model.stem_width = 32
         c.model.stage_sizes = (2, 2, 2)
         c.model.stage_widths = (64, 128, 256)
-        c.num_epochs = 40
+        c.num_epochs = 30
         c.augment.crop_padding = 2
         c.label_smoothing = 0.1
     return c
