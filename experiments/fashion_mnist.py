@@ -56,12 +56,9 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.checkpoint_every_epochs = 1
     c.top_losses = 16
     if preset == "long":
-        c.model.stem_width = 32
-        c.model.stage_sizes = (2, 2, 2)
-        c.model.stage_widths = (64, 128, 256)
-        c.num_epochs = 30
+        c.num_epochs = 15
+        c.augment.flip = True
         c.augment.crop_padding = 2
-        c.label_smoothing = 0.1
     return c
 
 
