@@ -53,4 +53,5 @@ def main(argv):
 
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    app.run(main)
+    from scripts.experiment_file import parse_flags
+    app.run(main, flags_parser=parse_flags)

@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import sys
 
 
 def load_experiment(config_path: str):
@@ -10,3 +11,19 @@ def load_experiment(config_path: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a one-line error and exit code 2 for a bad --config (unknown or misspelt
+    key, bad value, unknown preset) instead of a traceback. Pass as `app.run(main, flags_parser=parse_flags)`."""
+    from absl import flags
+
+    try:
+        remaining = flags.FLAGS(argv)
+        if "config" in flags.FLAGS and flags.FLAGS["config"].present:
+            flags.FLAGS["config"].value  # applies the --config.KEY overrides now, not inside main
+        return remaining
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+        lines = [line.strip() for line in str(e).replace("\\n", "\n").strip("'\"").splitlines() if line.strip()]
+        detail = lines[-1] if any(line.startswith("Traceback") for line in lines) else " ".join(lines)
+        sys.exit(f"error: bad command-line flag: {detail.replace(chr(92), '')}")

@@ -41,8 +41,19 @@ def test_cli_writes_results_logs_plots_and_checkpoints(tmp_path, tfds_dir):
 def test_config_typo_fails_with_a_clear_message(tmp_path, tfds_dir):
     run = _train(tmp_path, tfds_dir, "--config.batch_sise=64")
     assert run.returncode != 0
-    assert "batch_sise" in run.stderr
+    last_line = run.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error: bad command-line flag") and "batch_sise" in last_line
+    assert "batch_size" in last_line  # the suggestion
+    assert "Traceback" not in run.stderr
     assert not (tmp_path / "results.json").exists()
+
+
+def test_unknown_preset_fails_with_a_clear_message(tmp_path):
+    run = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "scripts", "train.py"), "--config",
+                          os.path.join(REPO_ROOT, "experiments", "fashion_mnist.py") + ":gpu", "--workdir",
+                          str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    assert "unknown preset 'gpu'" in run.stderr.strip().splitlines()[-1]
 
 
 def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, tfds_dir):
