@@ -5,7 +5,8 @@ weight decay live in the optimizer state: schedules drive them, logs read them, 
 test overrides them step by step without rebuilding the optimizer.
 """
 
-from typing import Callable
+import re
+from typing import Callable, Sequence
 
 import jax
 import optax
@@ -18,15 +19,38 @@ def decay_mask(params):
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
+def param_path(path) -> str:
+    """A parameter's name for pattern matching: its keys joined by '/', e.g. 'layer1_0/conv1/kernel'."""
+    return "/".join(str(getattr(key, "key", getattr(key, "name", key))) for key in path)
+
+
+def scale_by_group(lr_multipliers: Sequence[tuple[str, float]]) -> optax.GradientTransformation:
+    """Multiplies each update by the multiplier of the first regex (searched in `param_path`) that matches it,
+    1 if none does: discriminative learning rates (fastai's lr/9, lr/3, lr), and 0 freezes a group."""
+    patterns = [(re.compile(pattern), float(multiplier)) for pattern, multiplier in lr_multipliers]
+
+    def multiplier(path) -> float:
+        name = param_path(path)
+        return next((m for pattern, m in patterns if pattern.search(name)), 1.0)
+
+    def update(updates, state, params=None):
+        del params
+        return jax.tree_util.tree_map_with_path(lambda path, u: u * multiplier(path), updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def make_optimizer(name: str, learning_rate: Hyperparam, momentum: Hyperparam = 0.9,
                    weight_decay: Hyperparam = 0.0, nesterov: bool = False, b2: float = 0.99,
-                   eps: float = 1e-8, clip_norm: float | None = None) -> optax.GradientTransformation:
+                   eps: float = 1e-8, clip_norm: float | None = None,
+                   lr_multipliers: Sequence[tuple[str, float]] = ()) -> optax.GradientTransformation:
     """Builds `name` in {"sgd", "adam", "adamw"}.
 
     Weight decay is decoupled from the gradient (Loshchilov & Hutter): the update is
     -lr * (direction + weight_decay * param), so it is not rescaled by Adam's second moment nor
     accumulated in SGD's momentum. "adam" is "adamw" with weight_decay forced to 0.
-    `clip_norm` clips the gradient's global norm before anything else.
+    `clip_norm` clips the gradient's global norm before anything else. `lr_multipliers` scales the step of
+    parameter groups selected by regex (see `scale_by_group`); the injected learning rate is the base rate.
     """
     if name not in ("sgd", "adam", "adamw"):
         raise ValueError(f"optimizer name must be 'sgd', 'adam' or 'adamw', got {name!r}")
@@ -43,6 +67,7 @@ def make_optimizer(name: str, learning_rate: Hyperparam, momentum: Hyperparam = 
             direction,
             optax.add_decayed_weights(weight_decay, mask=decay_mask),
             optax.scale_by_learning_rate(learning_rate),
+            scale_by_group(lr_multipliers) if lr_multipliers else optax.identity(),
         )
 
     return optax.inject_hyperparams(build)(learning_rate=learning_rate, momentum=momentum,

@@ -127,3 +127,23 @@ def test_suggestions_ignore_an_early_spike():
     assert lr_finder.suggest(rates, spiked) == pytest.approx(lr_finder.suggest(rates, losses), rel=0.15)
     suggestions = lr_finder.suggest(rates, losses)
     assert 1e-3 < suggestions["steep"] < 1e-2
+
+
+def test_sweep_with_param_groups_keeps_their_ratio():
+    """Two copies of the same problem, the second with a third of the rate: it diverges 3x later in the sweep,
+    because the sweep moves the base rate and the group keeps its multiplier."""
+    tx = make_optimizer("sgd", 1e-4, momentum=0.0, lr_multipliers=[("^slow/", 1 / 3)])
+    state = train_state.TrainState.create(apply_fn=None, params={"fast": jnp.zeros(8), "slow": jnp.zeros(8)},
+                                          tx=tx)
+
+    def step(state, batch, rng):
+        def loss_fn(params, name):
+            return 0.5 * jnp.mean((batch["x"] @ params[name] - batch["y"]) ** 2)
+        grads = {name: jax.grad(loss_fn)(state.params, name)[name] for name in ("fast", "slow")}
+        new_state = state.apply_gradients(grads=grads)
+        return new_state, {"loss": loss_fn(new_state.params, "slow"),
+                           "count": jnp.ones(())}
+
+    result = lr_finder.lr_range_test(step, state, _batch, start_lr=1e-4, end_lr=100.0, num_steps=200)
+    # The reported loss is the slow group's: it diverges at base rate ~3 x 2/L.
+    assert 3 * 2 / L / 2 < result.divergence_value < 3 * 2 / L * 2, (result.divergence_value, 6 / L)

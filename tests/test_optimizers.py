@@ -61,3 +61,12 @@ def test_schedules_drive_injected_hyperparameters():
 def test_unknown_optimizer_name_is_a_clear_error():
     with pytest.raises(ValueError, match="'rmsprop'"):
         make_optimizer("rmsprop", 0.1)
+
+
+def test_lr_multipliers_scale_parameter_groups():
+    params = {"body": {"kernel": jnp.ones((2, 2))}, "head": {"kernel": jnp.ones((2, 2))}}
+    grads = jax.tree.map(jnp.ones_like, params)
+    tx = make_optimizer("sgd", 0.1, momentum=0.0, lr_multipliers=[("^body/", 1 / 9)])
+    updates, _ = tx.update(grads, tx.init(params), params)
+    np.testing.assert_allclose(updates["head"]["kernel"], -0.1)
+    np.testing.assert_allclose(updates["body"]["kernel"], -0.1 / 9, rtol=1e-6)
