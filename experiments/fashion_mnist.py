@@ -6,7 +6,8 @@ Run (default preset, sized for a 2-core CPU):
 Longer preset, for accelerators:
   .venv/bin/python scripts/train.py --config experiments/fashion_mnist.py:long --workdir runs/fashion_mnist_long
 
-Reaches (see README "Results" for times and machines): cpu preset ~92.5% test accuracy, long preset >= 93.5%.
+Reaches (README "Results" has the times and the machine): the cpu preset 92.50% test accuracy in 3 epochs
+(261 s of training on a 2-core CPU; 6.5 min for the README's whole first command); the long preset LONG_ACC.
 """
 
 import json
