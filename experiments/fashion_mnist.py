@@ -48,7 +48,8 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         name="adamw", weight_decay=0.01, nesterov=False, b2=0.99, clip_norm=0.0))
     c.learning_rate = 0.0  # > 0 skips the LR range test and uses this peak rate
     c.lr_find = ml_collections.ConfigDict(dict(
-        start_lr=1e-6, end_lr=10.0, num_steps=80, suggestion="bottom"))
+        start_lr=1e-6, end_lr=10.0, num_steps=80, suggestion="bottom",
+        compiled=False))  # True: one lax.scan (faster on accelerators); False: a loop of jitted steps (CPU)
     c.one_cycle = ml_collections.ConfigDict(dict(
         pct_start=0.25, div_factor=25.0, final_div_factor=1e4, max_momentum=0.95, min_momentum=0.85))
     c.label_smoothing = 0.1
@@ -172,7 +173,8 @@ def lr_find(config, workdir: str, num_seeds: int = 1, mesh=None, data=None) -> l
     sweep = dict(start_lr=lf.start_lr, end_lr=lf.end_lr, num_steps=lf.num_steps)
     if num_seeds == 1:
         state = create_train_state(model, tx, jax.random.key(config.seed), input_shape)
-        found = lr_finder.lr_range_test(train_step, state, batches.batch, seed=config.seed, **sweep)
+        found = lr_finder.lr_range_test(train_step, state, batches.batch_traceable if lf.compiled else batches.batch,
+                                        seed=config.seed, compiled=lf.compiled, **sweep)
     else:
         seeds = [config.seed + k for k in range(num_seeds)]
         states = jax.vmap(lambda key: create_train_state(model, tx, key, input_shape))(
