@@ -35,10 +35,6 @@ class LRFindResult:
     hyperparam: str = "learning_rate"
     losses_per_seed: np.ndarray | None = None  # K x num_steps, for a multi-seed sweep
 
-    @property
-    def learning_rates(self) -> np.ndarray:
-        return self.values
-
     def to_json(self) -> dict:
         out = {"hyperparam": self.hyperparam, "values": self.values.tolist(), "losses": self.losses.tolist(),
                "smoothed_losses": self.smoothed_losses.tolist(), "num_steps": self.num_steps,

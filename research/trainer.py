@@ -19,7 +19,7 @@ import numpy as np
 import tqdm
 from jax.sharding import Mesh
 
-from research import sharding
+from research import optimizers, sharding
 from research.checkpoint import Checkpointer
 from research.metric_writer import MetricWriter
 
@@ -75,7 +75,7 @@ def train(*, state, train_step: Callable, batches: BatchSource, num_steps: int, 
         done = step + 1
         if done % log_every == 0 or done == stop:
             scalars = {f"train_{k}": v for k, v in means(jax.device_get(summed)).items()}
-            scalars["learning_rate"] = float(np.asarray(state.opt_state.hyperparams["learning_rate"]))
+            scalars["learning_rate"] = float(np.asarray(optimizers.current_learning_rate(state.opt_state)))
             writer.write(done, scalars)
             bar.set_postfix(loss=f"{scalars['train_loss']:.4f}", lr=f"{scalars['learning_rate']:.2e}")
             summed = None

@@ -14,7 +14,7 @@ def load_experiment(config_path: str):
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, with a one-line error and exit code 2 for a bad --config (unknown or misspelt
+    """absl's flag parsing, with a one-line error and a non-zero exit for a bad --config (unknown or misspelt
     key, bad value, unknown preset) instead of a traceback. Pass as `app.run(main, flags_parser=parse_flags)`."""
     from absl import flags
 

@@ -37,11 +37,9 @@ class InMemoryImages:
 
     def batch(self, step: int) -> dict[str, jax.Array]:
         epoch, index = divmod(step, self.steps_per_epoch)
-        if epoch != self._epoch:
-            self._epoch = epoch
-            self._order = jax.random.permutation(jax.random.fold_in(self._order_key, epoch), len(self.labels))
-        indices_B = jax.lax.dynamic_slice_in_dim(self._order, index * self.batch_size, self.batch_size)
-        return self._gather(self.images, self.labels, indices_B, jax.random.fold_in(self._augment_key, step))
+        if epoch != self._epoch:  # one permutation per epoch, not per step
+            self._epoch, self._order = epoch, self._permutation(self._order_key, epoch)
+        return self._slice_and_gather(self._order, index, self._augment_key, step)
 
     def batch_traceable(self, step: jax.Array, stream: jax.Array | int = 0) -> dict[str, jax.Array]:
         """Step `step`'s batch, computed with jax ops only (`step` may be traced, e.g. inside `lax.scan`).
@@ -50,7 +48,12 @@ class InMemoryImages:
         over seeds)."""
         epoch, index = jnp.divmod(step, self.steps_per_epoch)
         order_key, augment_key = _stream_keys(self._seed, stream)
-        order = jax.random.permutation(jax.random.fold_in(order_key, epoch), self.labels.shape[0])
+        return self._slice_and_gather(self._permutation(order_key, epoch), index, augment_key, step)
+
+    def _permutation(self, order_key, epoch):
+        return jax.random.permutation(jax.random.fold_in(order_key, epoch), self.labels.shape[0])
+
+    def _slice_and_gather(self, order, index, augment_key, step):
         indices_B = jax.lax.dynamic_slice_in_dim(order, index * self.batch_size, self.batch_size)
         return self._gather(self.images, self.labels, indices_B, jax.random.fold_in(augment_key, step))
 
