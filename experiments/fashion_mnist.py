@@ -11,6 +11,7 @@ Reaches (README "Results" has the times and the machine): the cpu preset 92.50% 
 (94.09% with TTA) in 15 epochs (1312 s on the same CPU).
 """
 
+import functools
 import json
 import os
 import time
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from research import classification, lr_finder, optimizers, plots, schedules, sharding, trainer
+from research import augment, classification, lr_finder, optimizers, plots, schedules, sharding, trainer
 from research.data import fashion_mnist
 from research.data.in_memory import InMemoryImages
 from research.evaluation import make_evaluator, predict_probabilities
@@ -84,8 +85,11 @@ def load_data(config):
 
 
 def make_batches(config, images, labels, mesh) -> InMemoryImages:
-    return InMemoryImages(images, labels, config.batch_size, mesh, config.seed, MEAN, STD,
-                          flip=config.augment.flip, crop_padding=config.augment.crop_padding)
+    augment_fn = None
+    if config.augment.flip or config.augment.crop_padding:
+        augment_fn = functools.partial(augment.augment, flip=config.augment.flip,
+                                       crop_padding=config.augment.crop_padding)
+    return InMemoryImages(images, labels, config.batch_size, mesh, config.seed, MEAN, STD, augment_fn)
 
 
 def make_tx(config, learning_rate, total_steps: int):

@@ -1,5 +1,6 @@
 """Fashion-MNIST through TFDS (ArrayRecord, no TensorFlow), the in-memory batcher and augmentation."""
 
+import functools
 import gzip
 import os
 import shutil
@@ -34,8 +35,8 @@ def test_corrupt_raw_file_is_named_in_the_error(tmp_path, monkeypatch):
 def test_batches_are_a_pure_function_of_the_step(fashion_test_split):
     images, labels = fashion_test_split
     mesh = sharding.make_mesh()
-    make = lambda: InMemoryImages(images[:1000], labels[:1000], 100, mesh, seed=3, mean=0.3, std=0.35, flip=True,
-                                  crop_padding=2)
+    make = lambda: InMemoryImages(images[:1000], labels[:1000], 100, mesh, seed=3, mean=0.3, std=0.35,
+                                  augment_fn=functools.partial(augment.augment, flip=True, crop_padding=2))
     a, b = make(), make()
     # Steps across epochs of 10 steps, asked for in a different order from `b`.
     batch_a = [a.batch(s) for s in (0, 7, 12, 25)]

@@ -7,32 +7,40 @@ iterator state beyond the step.
 """
 
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from research import augment, sharding
+from research import sharding
+
+
+AugmentFn = Callable[[jax.Array, jax.Array], jax.Array]  # (rng, images_BxHxWxC) -> images_BxHxWxC
 
 
 class InMemoryImages:
-    """Training batches {"image": float32 BxHxWxC normalised, "label": int32 B} from uint8 arrays."""
+    """Training batches {"image": float32 BxHxWxC normalised, "label": B or BxK} from uint8 images.
+
+    Integer labels become int32 (classes); float labels (multi-hot BxK) stay float32. `augment_fn(rng,
+    images)` runs inside jit on the normalised batch, e.g. `functools.partial(augment.augment, flip=True)`."""
 
     def __init__(self, images_NxHxWxC: np.ndarray, labels_N: np.ndarray, batch_size: int, mesh: Mesh,
-                 seed: int, mean: float, std: float, flip: bool = False, crop_padding: int = 0):
+                 seed: int, mean: float, std: float, augment_fn: AugmentFn | None = None):
         sharding.check_batch_divides(batch_size, mesh)
         if len(images_NxHxWxC) < batch_size:
             raise ValueError(f"batch_size={batch_size} is larger than the dataset ({len(images_NxHxWxC)})")
         self.images = jax.device_put(images_NxHxWxC, sharding.replicated(mesh))
-        self.labels = jax.device_put(labels_N.astype(np.int32), sharding.replicated(mesh))
+        labels_N = labels_N.astype(np.float32 if np.issubdtype(labels_N.dtype, np.floating) else np.int32)
+        self.labels = jax.device_put(labels_N, sharding.replicated(mesh))
         self.batch_size = batch_size
         self.steps_per_epoch = len(images_NxHxWxC) // batch_size  # drop the last partial batch
         self._order_key, self._augment_key = _stream_keys(seed, 0)
         self._seed = seed
         self._epoch, self._order = -1, None
-        self._gather = jax.jit(functools.partial(_gather_normalise_augment, mean=mean, std=std, flip=flip,
-                                                 crop_padding=crop_padding),
+        self._gather = jax.jit(functools.partial(_gather_normalise_augment, mean=mean, std=std,
+                                                 augment_fn=augment_fn),
                                out_shardings=sharding.batch_sharded(mesh))
 
     def batch(self, step: int) -> dict[str, jax.Array]:
@@ -64,9 +72,11 @@ def _stream_keys(seed: int, stream) -> tuple[jax.Array, jax.Array]:
     return jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
 
 
-def _gather_normalise_augment(images, labels, indices_B, rng, *, mean, std, flip, crop_padding):
+def _gather_normalise_augment(images, labels, indices_B, rng, *, mean, std, augment_fn):
     images_BxHxWxC = normalise(images[indices_B], mean, std)
-    return {"image": augment.augment(rng, images_BxHxWxC, flip, crop_padding), "label": labels[indices_B]}
+    if augment_fn is not None:
+        images_BxHxWxC = augment_fn(rng, images_BxHxWxC)
+    return {"image": images_BxHxWxC, "label": labels[indices_B]}
 
 
 def normalise(images_uint8, mean: float, std: float) -> jax.Array:
