@@ -11,7 +11,7 @@ workdir, never a loss or a model.
 """
 
 import os
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +22,14 @@ from jax.sharding import Mesh
 from research import optimizers, sharding
 from research.checkpoint import Checkpointer
 from research.metric_writer import MetricWriter
+
+
+class Preempted(Exception):
+    """Training stopped on SIGTERM after saving a checkpoint of the current step; rerun to resume."""
+
+
+class NonFiniteError(FloatingPointError):
+    """A train step produced a non-finite loss or gradient; nothing after the last good checkpoint was saved."""
 
 
 class BatchSource(Protocol):
@@ -45,13 +53,16 @@ def jit_train_step(train_step: Callable, state, mesh: Mesh) -> Callable:
 
 def train(*, state, train_step: Callable, batches: BatchSource, num_steps: int, mesh: Mesh, seed: int,
           workdir: str, evaluate: Callable[[object], dict[str, float]] | None = None,
-          checkpoint_every: int | None = None, log_every: int = 50, stop_at: int | None = None,
-          meta: dict | None = None, progress: bool = True):
+          checkpoint_every: int | None = None, checkpoint_steps: Sequence[int] = (), log_every: int = 50,
+          stop_at: int | None = None, meta: dict | None = None, progress: bool = True):
     """Trains to `num_steps` (or until `stop_at`, which simulates an interruption), resuming from `workdir`.
 
     Returns the final state. `evaluate(state) -> {name: value}` runs at each checkpoint and at the end.
+    Checkpoints are written every `checkpoint_every` steps, at each step in `checkpoint_steps` (e.g. the ends
+    of SGDR cycles) and at the end.
     """
     checkpoint_every = checkpoint_every or batches.steps_per_epoch
+    checkpoint_steps = frozenset(int(s) for s in checkpoint_steps)
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
     writer = MetricWriter(workdir)
     state = jax.device_put(state, sharding.replicated(mesh))
@@ -79,7 +90,7 @@ def train(*, state, train_step: Callable, batches: BatchSource, num_steps: int, 
             writer.write(done, scalars)
             bar.set_postfix(loss=f"{scalars['train_loss']:.4f}", lr=f"{scalars['learning_rate']:.2e}")
             summed = None
-        if done % checkpoint_every == 0 or done == stop:
+        if done % checkpoint_every == 0 or done in checkpoint_steps or done == stop:
             if evaluate is not None:
                 eval_scalars = evaluate(state)
                 writer.write(done, eval_scalars)

@@ -24,8 +24,12 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)
     from scripts.experiment_file import load_experiment  # after sys.path holds the repository root
+    from research.errors import InputError
     experiment = load_experiment(flags.FLAGS["config"].config_filename)
-    result = experiment.lr_find(_CONFIG.value, _WORKDIR.value, num_seeds=_SEEDS.value)
+    try:
+        result = experiment.lr_find(_CONFIG.value, _WORKDIR.value, num_seeds=_SEEDS.value)
+    except InputError as e:
+        sys.exit(f"error: {e}")
     print(f"{result.num_steps} steps, diverged at {result.divergence_value:.3g}; suggestions: "
           + ", ".join(f"{name} {value:.3g}" for name, value in result.suggestions.items()))
 

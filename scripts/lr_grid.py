@@ -27,6 +27,17 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)
+    from research.errors import InputError
+    from research.trainer import NonFiniteError, Preempted
+    try:
+        run_grid()
+    except (InputError, NonFiniteError) as e:
+        sys.exit(f"error: {e}")
+    except Preempted as e:  # SIGTERM: the current run's checkpoint is saved; a rerun resumes the grid
+        print(f"preempted: {e}")
+
+
+def run_grid():
     from scripts.experiment_file import load_experiment  # after sys.path holds the repository root
     experiment = load_experiment(flags.FLAGS["config"].config_filename)
     config = _CONFIG.value

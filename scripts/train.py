@@ -22,8 +22,16 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)  # keep library INFO chatter (orbax, tfds) out of the progress bar
     from scripts.experiment_file import load_experiment  # after sys.path holds the repository root
+    from research.errors import InputError
+    from research.trainer import NonFiniteError, Preempted
     experiment = load_experiment(flags.FLAGS["config"].config_filename)
-    results = experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    try:
+        results = experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except (InputError, NonFiniteError) as e:
+        sys.exit(f"error: {e}")
+    except Preempted as e:  # SIGTERM: the checkpoint is saved; exit 0 so the scheduler reruns us
+        print(f"preempted: {e}")
+        return
     print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in results.items()))
 
 
