@@ -15,15 +15,17 @@ import functools
 import json
 import os
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from research import augment, classification, lr_finder, optimizers, plots, schedules, sharding, trainer
-from research.data import fashion_mnist
-from research.data.in_memory import InMemoryImages
+from research import augment, classification, interpret, lr_finder, optimizers, plots, schedules, sharding, trainer
+from research.data import fashion_mnist, images
+from research.data.in_memory import InMemoryImages, normalise
+from research.errors import InputError
 from research.evaluation import make_evaluator, predict_probabilities
 from research.models.resnet import small_resnet
 from research.train_state import create_train_state
@@ -38,8 +40,19 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.seed = 0
     c.data_dir = ""  # TFDS data directory; "" = TFDS's default (~/tensorflow_datasets)
     c.num_devices = 0  # 0 = all devices on the mesh
+    c.fsdp_devices = 1  # > 1 splits large parameters and optimizer state over this many devices (FSDP)
     c.train_examples = 0  # > 0 trains on the first N training images only (quick runs, tests)
     c.test_examples = 0  # > 0 evaluates on the first N test images only
+    # The images: Fashion-MNIST, or the user's own (research/data/images.py): "folder" reads
+    # path/train/<class>/* and evaluates on path/valid/<class>/*; "csv" reads path/csv_file (file names relative
+    # to path, plus csv_suffix) and evaluates on csv_valid_file, or else on a random valid_fraction of csv_file;
+    # "tfds" reads the TFDS catalog dataset tfds_name (e.g. oxford_iiit_pet, cats_vs_dogs: train_split
+    # "train[:90%]", test_split "train[90%:]") from data_dir. Own images are resized to image_size on load;
+    # classes, channels and the normalisation statistics come from the training images.
+    c.data = ml_collections.ConfigDict(dict(
+        source="fashion_mnist", path="", image_size=28, csv_file="labels.csv", csv_valid_file="",
+        valid_fraction=0.2, csv_file_column="file", csv_label_column="label", csv_suffix="", tfds_name="",
+        train_split="train", test_split="test"))
     c.model = ml_collections.ConfigDict(dict(
         stem_width=32, stem_stride=2, stage_sizes=(1, 1, 2), stage_widths=(32, 64, 128), stage_strides=(1, 2, 2)))
     c.batch_size = 128
@@ -54,8 +67,12 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.one_cycle = ml_collections.ConfigDict(dict(
         pct_start=0.25, div_factor=25.0, final_div_factor=1e4, max_momentum=0.95, min_momentum=0.85))
     c.label_smoothing = 0.1
-    c.augment = ml_collections.ConfigDict(dict(flip=False, crop_padding=0))
-    c.tta = True
+    # Training augmentation (research/augment.py); zero/False leaves a transform out. The cpu preset trains on
+    # 1-pixel shifts only: mirror images cost accuracy at 3 epochs, and the shifts make its TTA views familiar.
+    c.augment = ml_collections.ConfigDict(dict(flip=False, crop_padding=1, max_zoom=1.0, max_degrees=0.0,
+                                               brightness=0.0, contrast=0.0))
+    c.tta = True  # also report accuracy with test-time augmentation (views follow the training augmentation)
+    c.tta_beta = ml_collections.config_dict.placeholder(float)  # weight of the plain view; None: one view of all
     c.log_every = 50
     c.checkpoint_every_epochs = 1
     c.top_losses = 16
@@ -66,30 +83,91 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     return c
 
 
-def make_model(config):
-    return small_resnet(num_classes=len(fashion_mnist.CLASS_NAMES), stage_sizes=tuple(config.model.stage_sizes),
+def make_model(config, num_classes: int = len(fashion_mnist.CLASS_NAMES)):
+    return small_resnet(num_classes=num_classes, stage_sizes=tuple(config.model.stage_sizes),
                         stage_widths=tuple(config.model.stage_widths),
                         stage_strides=tuple(config.model.stage_strides), stem_width=config.model.stem_width,
                         stem_stride=config.model.stem_stride)
 
 
-def load_data(config):
-    """(train_images, train_labels, test_images, test_labels): uint8 NxHxWx1 images, int32 labels."""
-    train_images, train_labels = fashion_mnist.load("train", config.data_dir or None)
-    test_images, test_labels = fashion_mnist.load("test", config.data_dir or None)
+class Data(NamedTuple):
+    train_images: np.ndarray  # uint8 NxHxWxC
+    train_labels: np.ndarray  # int32 N
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    class_names: tuple[str, ...]
+    mean: float | np.ndarray  # of the training pixels in [0, 1]: a scalar, or one per channel
+    std: float | np.ndarray
+
+
+def load_dataset(config) -> Data:
+    """The configured images (`config.data.source`), cut to train_examples / test_examples."""
+    d = config.data
+    if d.source == "fashion_mnist":
+        if d.image_size != 28:
+            raise InputError(f"config.data.image_size={d.image_size}: Fashion-MNIST is 28 px (image_size resizes "
+                             "the folder, csv and tfds sources)")
+        train = fashion_mnist.load("train", config.data_dir or None)
+        test = fashion_mnist.load("test", config.data_dir or None)
+        data = Data(*train, *test, fashion_mnist.CLASS_NAMES, MEAN, STD)
+    elif d.source in ("folder", "csv", "tfds"):
+        train, test = _load_own_images(config)
+        data = Data(train.images, train.labels, test.images, test.labels, train.class_names, None, None)
+    else:
+        raise InputError(f"config.data.source={d.source!r} is not one of fashion_mnist, folder, csv, tfds")
     if config.train_examples:
-        train_images, train_labels = train_images[:config.train_examples], train_labels[:config.train_examples]
+        data = data._replace(train_images=data.train_images[:config.train_examples],
+                             train_labels=data.train_labels[:config.train_examples])
     if config.test_examples:
-        test_images, test_labels = test_images[:config.test_examples], test_labels[:config.test_examples]
-    return train_images, train_labels, test_images, test_labels
+        data = data._replace(test_images=data.test_images[:config.test_examples],
+                             test_labels=data.test_labels[:config.test_examples])
+    if data.mean is None:  # per-channel statistics of the images trained on
+        mean, std = images.channel_mean_std(data.train_images)
+        data = data._replace(mean=mean, std=std)
+    return data
 
 
-def make_batches(config, images, labels, mesh) -> InMemoryImages:
-    augment_fn = None
-    if config.augment.flip or config.augment.crop_padding:
-        augment_fn = functools.partial(augment.augment, flip=config.augment.flip,
-                                       crop_padding=config.augment.crop_padding)
-    return InMemoryImages(images, labels, config.batch_size, mesh, config.seed, MEAN, STD, augment_fn)
+def _load_own_images(config) -> tuple[images.ImageSet, images.ImageSet]:
+    d = config.data
+    if d.source == "folder":
+        train = images.load_image_folder(d.path, "train", d.image_size)
+        return train, images.load_image_folder(d.path, "valid", d.image_size, train.class_names,
+                                               train.images.shape[-1])
+    if d.source == "tfds":
+        if not d.tfds_name:
+            raise InputError("config.data.source='tfds' needs config.data.tfds_name (e.g. oxford_iiit_pet)")
+        train = images.load_tfds_images(d.tfds_name, d.train_split, d.image_size, config.data_dir or None)
+        return train, images.load_tfds_images(d.tfds_name, d.test_split, d.image_size, config.data_dir or None,
+                                              channels=train.images.shape[-1])
+    if not d.path:
+        raise InputError("config.data.source='csv' needs config.data.path (the folder of the images)")
+    columns = dict(file_column=d.csv_file_column, label_column=d.csv_label_column, suffix=d.csv_suffix)
+    train = images.load_image_csv(os.path.join(d.path, d.csv_file), d.path, d.image_size, **columns)
+    if d.csv_valid_file:
+        return train, images.load_image_csv(os.path.join(d.path, d.csv_valid_file), d.path, d.image_size,
+                                            class_names=train.class_names, channels=train.images.shape[-1],
+                                            **columns)
+    if not 0 < d.valid_fraction < 1:
+        raise InputError(f"config.data.valid_fraction={d.valid_fraction} must lie strictly between 0 and 1")
+    order = np.random.default_rng(42).permutation(len(train.labels))  # fixed: every seed sees one valid set
+    num_valid = int(round(d.valid_fraction * len(order)))
+    pick = lambda rows: images.ImageSet(train.images[rows], train.labels[rows], train.class_names,
+                                        tuple(train.sources[i] for i in rows))
+    return pick(np.sort(order[num_valid:])), pick(np.sort(order[:num_valid]))
+
+
+def load_data(config):
+    """(train_images, train_labels, test_images, test_labels): uint8 NxHxWxC images, int32 labels."""
+    return tuple(load_dataset(config)[:4])
+
+
+def make_batches(config, images, labels, mesh, mean=MEAN, std=STD) -> InMemoryImages:
+    a, augment_fn = config.augment, None
+    if a.flip or a.crop_padding or a.max_zoom > 1 or a.max_degrees or a.brightness or a.contrast:
+        augment_fn = functools.partial(augment.augment, flip=a.flip, crop_padding=a.crop_padding,
+                                       max_zoom=a.max_zoom, max_degrees=a.max_degrees, brightness=a.brightness,
+                                       contrast=a.contrast)
+    return InMemoryImages(images, labels, config.batch_size, mesh, config.seed, mean, std, augment_fn)
 
 
 def make_tx(config, learning_rate, total_steps: int):
@@ -106,31 +184,32 @@ def make_tx(config, learning_rate, total_steps: int):
                                      clip_norm=o.clip_norm or None)
 
 
-def tta_views(config) -> tuple[bool, int]:
-    """(flip, shift) of the test-time views: those of the training augmentation, else 1-pixel shifts."""
-    if config.augment.flip or config.augment.crop_padding:
-        return config.augment.flip, min(config.augment.crop_padding, 1)
-    return False, 1
+def tta_views(config):
+    """The test-time views, following the training augmentation: the mirror image (flips), 1-pixel shifts
+    (padded crops; also without any augmentation) and a central zoom (zoom)."""
+    a = config.augment
+    return functools.partial(augment.tta_views, flip=a.flip, shift_pixels=1 if a.crop_padding or not (a.flip or a.max_zoom > 1) else 0,
+                             zoom=a.max_zoom)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None = None) -> dict:
     """Runs the lesson-1 flow and writes results.json, metrics, plots and checkpoints into `workdir`."""
     started = time.time()
     os.makedirs(workdir, exist_ok=True)
-    mesh = sharding.make_mesh(config.num_devices or None)
-    train_images, train_labels, test_images, test_labels = load_data(config)
-    batches = make_batches(config, train_images, train_labels, mesh)
-    model = make_model(config)
+    mesh = sharding.make_mesh(config.num_devices or None, config.fsdp_devices)
+    data = load_dataset(config)
+    train_images, train_labels, test_images, test_labels, class_names, mean, std = data
+    batches = make_batches(config, train_images, train_labels, mesh, mean, std)
+    model = make_model(config, len(class_names))
     train_step = classification.make_train_step(config.label_smoothing)
     init_rng = jax.random.key(config.seed)
     input_shape = (1, *train_images.shape[1:])
 
-    learning_rate = config.learning_rate or _suggested_learning_rate(config, workdir, mesh,
-                                                                     (train_images, train_labels))
+    learning_rate = config.learning_rate or _suggested_learning_rate(config, workdir, mesh, data)
     total_steps = config.num_epochs * batches.steps_per_epoch
     state = create_train_state(model, make_tx(config, learning_rate, total_steps), init_rng, input_shape)
     evaluate = make_evaluator(classification.eval_step, test_images, test_labels, config.eval_batch_size,
-                              mesh, MEAN, STD)
+                              mesh, mean, std)
     train_started = time.time()
     state = trainer.train(state=state, train_step=train_step, batches=batches, num_steps=total_steps, mesh=mesh,
                           seed=config.seed, workdir=workdir, evaluate=evaluate, stop_at=stop_at,
@@ -143,34 +222,53 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at:
     results = {"learning_rate": learning_rate, "steps": total_steps, "epochs": config.num_epochs,
                **evaluate(state)}
     probabilities = predict_probabilities(classification.predict, state, test_images, config.eval_batch_size,
-                                          mesh, MEAN, STD)
-    predictions = np.argmax(probabilities, -1)
+                                          mesh, mean, std)
     if config.tta:
         tta_probabilities = predict_probabilities(classification.predict, state, test_images,
-                                                  config.eval_batch_size, mesh, MEAN, STD, *tta_views(config))
+                                                  config.eval_batch_size, mesh, mean, std, tta_views(config),
+                                                  config.tta_beta)
         results["test_accuracy_tta"] = float(np.mean(np.argmax(tta_probabilities, -1) == test_labels))
     results["train_seconds"] = train_seconds
     results["total_seconds"] = time.time() - started
     results["devices"] = f"{mesh.size} x {jax.devices()[0].device_kind}"
     if jax.process_index() == 0:
-        counts = plots.confusion_matrix(test_labels, predictions, len(fashion_mnist.CLASS_NAMES))
-        plots.plot_confusion_matrix(os.path.join(workdir, "confusion_matrix.png"), counts, fashion_mnist.CLASS_NAMES)
-        plots.plot_top_losses(os.path.join(workdir, "top_losses.png"), test_images, probabilities, test_labels,
-                              fashion_mnist.CLASS_NAMES, config.top_losses)
+        write_interpretation(workdir, state, data, probabilities, config.top_losses)
         with open(os.path.join(workdir, "results.json"), "w") as f:
             json.dump(results, f, indent=2)
     return results
+
+
+def write_interpretation(workdir: str, state, data: Data, probabilities_NxK: np.ndarray, top_losses: int) -> None:
+    """confusion_matrix.png, most_confused.png, top_losses.png and cam.png (class activation maps of the
+    predicted class on the first test image of each class, at most 12) for the test set."""
+    labels, class_names = data.test_labels, data.class_names
+    predictions = np.argmax(probabilities_NxK, -1)
+    counts = plots.confusion_matrix(labels, predictions, len(class_names))
+    plots.plot_confusion_matrix(os.path.join(workdir, "confusion_matrix.png"), counts, class_names)
+    plots.plot_most_confused(os.path.join(workdir, "most_confused.png"), interpret.most_confused(counts, class_names))
+    plots.plot_top_losses(os.path.join(workdir, "top_losses.png"), data.test_images, probabilities_NxK, labels,
+                          class_names, top_losses)
+    shown = [int(np.flatnonzero(labels == k)[0]) for k in range(len(class_names)) if np.any(labels == k)][:12]
+    maps = jax.jit(interpret.class_maps)(state, normalise(data.test_images[shown], data.mean, data.std),
+                                         jnp.asarray(predictions[shown]))
+    titles = [f"{class_names[labels[i]]} \u2192 {class_names[predictions[i]]} {probabilities_NxK[i].max():.2f}"
+              for i in shown]
+    plots.plot_cams(os.path.join(workdir, "cam.png"), data.test_images[shown], np.asarray(maps), titles)
 
 
 def lr_find(config, workdir: str, num_seeds: int = 1, mesh=None, data=None) -> lr_finder.LRFindResult:
     """The LR range test for this experiment's model, optimizer and data; writes lr_find.png and lr_find.json.
 
     With num_seeds > 1 the sweep runs K initialisations and data orders in one vmapped, compiled program and
-    suggests from the mean curve."""
-    mesh = mesh or sharding.make_mesh(config.num_devices or None)
-    train_images, train_labels = data or load_data(config)[:2]
-    batches = make_batches(config, train_images, train_labels, mesh)
-    model, lf = make_model(config), config.lr_find
+    suggests from the mean curve. `data`: a `Data`, or Fashion-MNIST's (train_images, train_labels)."""
+    mesh = mesh or sharding.make_mesh(config.num_devices or None, config.fsdp_devices)
+    if data is None:
+        data = load_dataset(config)
+    elif not isinstance(data, Data):
+        data = Data(*data, None, None, fashion_mnist.CLASS_NAMES, MEAN, STD)
+    train_images, train_labels = data.train_images, data.train_labels
+    batches = make_batches(config, train_images, train_labels, mesh, data.mean, data.std)
+    model, lf = make_model(config, len(data.class_names)), config.lr_find
     train_step = classification.make_train_step(config.label_smoothing)
     tx = make_tx(config, lf.start_lr, 0)
     input_shape = (1, *train_images.shape[1:])

@@ -1,0 +1,58 @@
+"""Interpreting a trained classifier: most-confused class pairs and class activation maps (CAM).
+
+CAM (Zhou et al. 2016; fast.ai 2018 lesson 7): a ResNet ends with global average pooling and one dense
+layer, so its logits are logits_K = mean_hw(features_hxwxD) @ kernel_DxK + bias_K. Applying the dense kernel
+at every position before the mean, cam_hxwxK = features_hxwxD @ kernel_DxK, shows where in the image each
+class's evidence lies; the mean of the map plus the bias is exactly the logit.
+"""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from research.train_state import TrainState
+
+
+def most_confused(counts_KxK: np.ndarray, class_names, min_count: int = 1) -> list[tuple[str, str, int]]:
+    """(actual, predicted, count) for every off-diagonal cell of a confusion matrix with at least
+    `min_count` examples, most frequent first (fastai's `most_confused`)."""
+    off_diagonal = [(int(counts_KxK[a, p]), a, p) for a in range(len(counts_KxK)) for p in range(len(counts_KxK))
+                    if a != p and counts_KxK[a, p] >= min_count]
+    off_diagonal.sort(key=lambda cell: (-cell[0], cell[1], cell[2]))
+    return [(class_names[a], class_names[p], count) for count, a, p in off_diagonal]
+
+
+def last_stage_name(params) -> str:
+    """The name of a ResNet's last residual block (`layer{stage}_{block}` with the largest stage, then
+    block): its output is what the global average pool reads."""
+    blocks = [(int(m.group(1)), int(m.group(2)), name) for name in params
+              if (m := re.fullmatch(r"layer(\d+)_(\d+)", name))]
+    if not blocks:
+        raise ValueError(f"no ResNet blocks (layerS_B) among the parameters: {sorted(params)}")
+    return max(blocks)[2]
+
+
+def class_activation_maps(state: TrainState, images_BxHxWxC: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(cams_BxhxwxK, logits_BxK) in eval mode: the `fc` kernel applied to the last block's output at every
+    position (h x w is the feature map's resolution, e.g. 4x4 for a 28 px image through three halvings)."""
+    if "fc" not in state.params:
+        raise ValueError("class activation maps need a ResNet ending in global average pooling and the linear "
+                         f"`fc` layer; this model's top-level modules are {sorted(state.params)}")
+    name = last_stage_name(state.params)
+    logits_BxK, captured = state.apply_fn(
+        {"params": state.params, "batch_stats": state.batch_stats}, images_BxHxWxC, train=False,
+        capture_intermediates=lambda module, method: module.name == name and method == "__call__",
+        mutable=["intermediates"])
+    features_BxhxwxD = captured["intermediates"][name]["__call__"][0]
+    cams_BxhxwxK = features_BxhxwxD.astype(jnp.float32) @ state.params["fc"]["kernel"].astype(jnp.float32)
+    return cams_BxhxwxK, logits_BxK
+
+
+def class_maps(state: TrainState, images_BxHxWxC: jax.Array, classes_B: jax.Array) -> jax.Array:
+    """The CAM of one class per image, upsampled (bilinear) to the image's size: float32 BxHxW."""
+    cams_BxhxwxK, _ = class_activation_maps(state, images_BxHxWxC)
+    cams_Bxhxw = jnp.take_along_axis(cams_BxhxwxK, classes_B[:, None, None, None], axis=-1)[..., 0]
+    batch, height, width, _ = images_BxHxWxC.shape
+    return jax.image.resize(cams_Bxhxw, (batch, height, width), "bilinear")
