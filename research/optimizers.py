@@ -3,8 +3,14 @@
 The whole chain is wrapped in `optax.inject_hyperparams`, so the learning rate, momentum (Adam's beta1) and
 weight decay live in the optimizer state: schedules drive them, logs read them, and the learning-rate range
 test overrides them step by step without rebuilding the optimizer.
+
+Parameter groups are selected by regexes over parameter paths ('layer1_0/conv1/kernel'): `lr_multipliers`
+scales a group's step (discriminative learning rates, fastai's lr/9, lr/3, lr), and `frozen` groups are split
+off with `optax.multi_transform` into `optax.set_to_zero()`: they get exactly zero updates (weight decay
+included) and no optimizer state (no Adam moments for a frozen body).
 """
 
+import functools
 import re
 from typing import Callable, Sequence
 
@@ -40,10 +46,24 @@ def scale_by_group(lr_multipliers: Sequence[tuple[str, float]]) -> optax.Gradien
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
+def discriminative_multipliers(group_patterns: Sequence[str], factor: float = 3.0) -> list[tuple[str, float]]:
+    """`lr_multipliers` for layer groups ordered from input to output: the last group trains at the base rate
+    and each earlier one `factor` times slower (fastai's lr/9, lr/3, lr for three groups and factor 3)."""
+    last = len(group_patterns) - 1
+    return [(pattern, factor ** -(last - i)) for i, pattern in enumerate(group_patterns) if i < last]
+
+
+def _freeze_labels(patterns: Sequence[str], params):
+    compiled = [re.compile(pattern) for pattern in patterns]
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: "frozen" if any(p.search(param_path(path)) for p in compiled) else "trainable", params)
+
+
 def make_optimizer(name: str, learning_rate: Hyperparam, momentum: Hyperparam = 0.9,
                    weight_decay: Hyperparam = 0.0, nesterov: bool = False, b2: float = 0.99,
                    eps: float = 1e-8, clip_norm: float | None = None,
-                   lr_multipliers: Sequence[tuple[str, float]] = ()) -> optax.GradientTransformation:
+                   lr_multipliers: Sequence[tuple[str, float]] = (),
+                   frozen: Sequence[str] = ()) -> optax.GradientTransformation:
     """Builds `name` in {"sgd", "adam", "adamw"}.
 
     Weight decay is decoupled from the gradient (Loshchilov & Hutter): the update is
@@ -51,6 +71,7 @@ def make_optimizer(name: str, learning_rate: Hyperparam, momentum: Hyperparam = 
     accumulated in SGD's momentum. "adam" is "adamw" with weight_decay forced to 0.
     `clip_norm` clips the gradient's global norm before anything else. `lr_multipliers` scales the step of
     parameter groups selected by regex (see `scale_by_group`); the injected learning rate is the base rate.
+    `frozen` lists regexes of parameters that get zero updates (matched with `re.search` on `param_path`).
     """
     if name not in ("sgd", "adam", "adamw"):
         raise ValueError(f"optimizer name must be 'sgd', 'adam' or 'adamw', got {name!r}")
@@ -62,13 +83,17 @@ def make_optimizer(name: str, learning_rate: Hyperparam, momentum: Hyperparam = 
             direction = optax.trace(decay=momentum, nesterov=nesterov)
         else:
             direction = optax.scale_by_adam(b1=momentum, b2=b2, eps=eps)
-        return optax.chain(
+        tx = optax.chain(
             optax.clip_by_global_norm(clip_norm) if clip_norm else optax.identity(),
             direction,
             optax.add_decayed_weights(weight_decay, mask=decay_mask),
             optax.scale_by_learning_rate(learning_rate),
             scale_by_group(lr_multipliers) if lr_multipliers else optax.identity(),
         )
+        if not frozen:
+            return tx
+        return optax.multi_transform({"trainable": tx, "frozen": optax.set_to_zero()},
+                                     functools.partial(_freeze_labels, tuple(frozen)))
 
     return optax.inject_hyperparams(build)(learning_rate=learning_rate, momentum=momentum,
                                            weight_decay=weight_decay)

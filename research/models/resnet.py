@@ -1,17 +1,26 @@
 """ResNets with torchvision's layout, in Flax linen (NHWC).
 
 Submodule names follow torchvision (`conv1`, `bn1`, `layer1_0.conv1`, `layer1_0.downsample_conv`, `fc`) so
-that ImageNet weights published for PyTorch map onto ours one to one. The stem is configurable: the
-ImageNet stem (7x7 stride-2 conv + max-pool) for large images, or a 3x3 stem without pooling for
-28-32 px images (`small_resnet`).
+that ImageNet weights published for PyTorch map onto ours one to one (`research/pretrained.py`). The stem is
+configurable: the ImageNet stem (7x7 stride-2 conv + max-pool) for large images, or a 3x3 stem without pooling
+for 28-32 px images (`small_resnet`).
+
+Transfer learning (fastai's lessons 1-2): `head` replaces torchvision's pooled `fc` with another classifier
+(e.g. `research.models.head.FastaiHead`), and the parameters fall into fastai's three layer groups (stem and
+the first half of the stages, the second half, the head; `layer_groups`). `frozen_groups=n` freezes the first n
+groups inside the model: their BatchNorm layers run on their running statistics even when training, and no
+gradient flows back into them (so the backward pass skips them). The optimizer masks the same groups
+(`make_optimizer(frozen=...)`), so they get no update at all, weight decay included.
 """
 
 import functools
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
+from research.errors import InputError
 from research.init import he_normal_fan_out
 
 
@@ -71,7 +80,15 @@ def _shortcut(x, features: int, stride: int, train: bool, dtype: Any):
 
 
 class ResNet(nn.Module):
-    """A ResNet body and linear classifier. `__call__(images_BxHxWxC, train) -> logits_BxK`."""
+    """A ResNet body and a classifier head. `__call__(images_BxHxWxC, train) -> logits_BxK`.
+
+    head: None for torchvision's classifier (global average pool, then the linear `fc`), else a callable that
+      builds the head module from `num_classes` (e.g. `functools.partial(FastaiHead, hidden=(512,))`); it is
+      named `head` and called as `head(features_BxHxWxC, train)`.
+    frozen_groups: how many of the layer groups, from the input on, are frozen (fastai's `freeze_to`):
+      0 trains everything, 2 freezes the whole body (fastai's `freeze`).
+    group_split: the stage that starts the second body group (default: half the stages; layer3 of 4).
+    """
     stage_sizes: Sequence[int]
     block_cls: type
     num_classes: int
@@ -83,20 +100,50 @@ class ResNet(nn.Module):
     stem_pool: bool = True
     zero_init_residual: bool = False
     dtype: Any = jnp.float32
+    head: Callable[..., nn.Module] | None = None
+    frozen_groups: int = 0
+    group_split: int | None = None
+
+    def _split(self) -> int:
+        split = len(self.stage_sizes) // 2 if self.group_split is None else self.group_split
+        if not 0 < split < len(self.stage_sizes):
+            raise InputError(f"ResNet group_split={split} must lie in 1..{len(self.stage_sizes) - 1} "
+                             f"for {len(self.stage_sizes)} stages")
+        return split
+
+    def layer_groups(self) -> tuple[str, str, str]:
+        """Regexes over parameter paths (`optimizers.param_path`) of fastai's three layer groups: the stem and
+        the stages before `group_split`, the remaining stages, the head. Use them for `make_optimizer`'s
+        `frozen` and `lr_multipliers` (lr/9, lr/3, lr)."""
+        split = self._split()
+        stages = [rf"layer{stage + 1}_\d+" for stage in range(len(self.stage_sizes))]
+        return (f"^({'|'.join(['conv1', 'bn1', *stages[:split]])})/", f"^({'|'.join(stages[split:])})/",
+                "^(fc|head)/")
 
     @nn.compact
     def __call__(self, x_BxHxWxC, train: bool = True):
+        split = self._split()
+        if not 0 <= self.frozen_groups <= 2:
+            raise InputError(f"ResNet frozen_groups={self.frozen_groups} must be 0, 1 or 2 (the head always trains)")
+        # Group g trains (BatchNorm on batch statistics) only when training and g is not frozen.
+        group_train = [train and group >= self.frozen_groups for group in range(2)]
         x = _conv(self.stem_width, self.stem_kernel, self.stem_stride, "conv1", self.dtype)(x_BxHxWxC)
-        x = nn.relu(_batch_norm(train, "bn1", self.dtype)(x))
+        x = nn.relu(_batch_norm(group_train[0], "bn1", self.dtype)(x))
         if self.stem_pool:
             x = nn.max_pool(x, (3, 3), (2, 2), padding=[(1, 1), (1, 1)])
         for stage, (num_blocks, width) in enumerate(zip(self.stage_sizes, self.stage_widths)):
+            group = int(stage >= split)
             for block in range(num_blocks):
                 stride = self.stage_strides[stage] if block == 0 else 1
                 x = self.block_cls(width, stride, self.zero_init_residual, self.dtype,
-                                   name=f"layer{stage + 1}_{block}")(x, train)
-        features_BxD = jnp.mean(x, axis=(1, 2))
-        logits = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(features_BxD)
+                                   name=f"layer{stage + 1}_{block}")(x, group_train[group])
+            if stage in (split - 1, len(self.stage_sizes) - 1) and group < self.frozen_groups:
+                x = jax.lax.stop_gradient(x)  # end of a frozen group: nothing before it needs a gradient
+        if self.head is not None:
+            logits = self.head(num_classes=self.num_classes, name="head")(x, train)
+        else:
+            features_BxD = jnp.mean(x, axis=(1, 2))
+            logits = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(features_BxD)
         return logits.astype(jnp.float32)
 
 
