@@ -29,13 +29,18 @@ def make_evaluator(eval_step: Callable, images_NxHxWxC: np.ndarray, labels_N: np
 
 
 def predict_probabilities(predict: Callable, state, images_NxHxWxC: np.ndarray, batch_size: int, mesh: Mesh,
-                          mean: float, std: float, tta_flip: bool = False, tta_shift: int = 0) -> np.ndarray:
-    """Softmax probabilities (N x K), averaged over `augment.tta_views(images, tta_flip, tta_shift)`."""
+                          mean: float, std: float, views: Callable | None = None, beta: float | None = None,
+                          activation: Callable = jax.nn.softmax) -> np.ndarray:
+    """Probabilities (N x K): `activation` of the logits (softmax, or sigmoid for multi-label).
+
+    With `views(images) -> [view, ...]` (e.g. `functools.partial(augment.tta_views, flip=True)`), test-time
+    augmentation: beta * p(plain) + (1 - beta) * mean over the views; beta None weighs the plain image as one
+    more view (`augment.average_views`)."""
 
     def probabilities(state, batch):
         images = normalise(batch["image"], mean, std)
-        views = augment.tta_views(images, tta_flip, tta_shift)
-        return sum(jax.nn.softmax(predict(state, view)) for view in views) / len(views)
+        probabilities_fn = lambda x: activation(predict(state, x))
+        return augment.average_views(probabilities_fn, images, views(images) if views else [], beta)
 
     step = _jit_on_mesh(probabilities, mesh)
     labels = np.zeros(len(images_NxHxWxC), np.int32)
