@@ -75,6 +75,10 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.tta_beta = ml_collections.config_dict.placeholder(float)  # weight of the plain view; None: one view of all
     c.log_every = 50
     c.checkpoint_every_epochs = 1
+    c.checkpoint_keep = 2  # keep the last N checkpoints, plus the best by checkpoint_best_metric
+    c.checkpoint_best_metric = "test_accuracy"  # an evaluation metric ("" keeps the last N only)
+    c.checkpoint_best_mode = "max"
+    c.skip_nonfinite = False  # True: skip and count steps with a NaN/inf loss or gradient instead of stopping
     c.top_losses = 16
     if preset == "long":
         c.num_epochs = 15
@@ -103,12 +107,14 @@ class Data(NamedTuple):
 def load_dataset(config) -> Data:
     """The configured images (`config.data.source`), cut to train_examples / test_examples."""
     d = config.data
+    if config.data_dir and not os.path.isdir(config.data_dir):
+        raise InputError(f"config.data_dir={config.data_dir} does not exist (the TFDS data directory)")
     if d.source == "fashion_mnist":
         if d.image_size != 28:
             raise InputError(f"config.data.image_size={d.image_size}: Fashion-MNIST is 28 px (image_size resizes "
                              "the folder, csv and tfds sources)")
-        train = fashion_mnist.load("train", config.data_dir or None)
-        test = fashion_mnist.load("test", config.data_dir or None)
+        train = fashion_mnist.load("train", config.data_dir or None, config.train_examples or None)
+        test = fashion_mnist.load("test", config.data_dir or None, config.test_examples or None)
         data = Data(*train, *test, fashion_mnist.CLASS_NAMES, MEAN, STD)
     elif d.source in ("folder", "csv", "tfds"):
         train, test = _load_own_images(config)
@@ -214,7 +220,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at:
     state = trainer.train(state=state, train_step=train_step, batches=batches, num_steps=total_steps, mesh=mesh,
                           seed=config.seed, workdir=workdir, evaluate=evaluate, stop_at=stop_at,
                           checkpoint_every=config.checkpoint_every_epochs * batches.steps_per_epoch,
-                          log_every=config.log_every, meta={"learning_rate": learning_rate})
+                          log_every=config.log_every, keep_checkpoints=config.checkpoint_keep,
+                          best_metric=config.checkpoint_best_metric or None,
+                          best_mode=config.checkpoint_best_mode, skip_nonfinite=config.skip_nonfinite,
+                          meta={"learning_rate": learning_rate,
+                                "config": json.loads(config.to_json_best_effort())})
     train_seconds = time.time() - train_started
     if stop_at is not None and stop_at < total_steps:
         return {}

@@ -98,18 +98,20 @@ class FashionMnistIdx(tfds.core.GeneratorBasedBuilder):
             yield i, {"image": png.getvalue(), "label": int(label)}
 
 
-def load(split: str, data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Builds the ArrayRecord dataset if needed; returns (images_NxHxWx1 uint8, labels_N int32)."""
+def load(split: str, data_dir: str | None = None, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Builds the ArrayRecord dataset if needed; returns (images_NxHxWx1 uint8, labels_N int32), the first
+    `limit` examples only if given (decoding all 60k PNGs takes seconds)."""
     builder = FashionMnistIdx(data_dir=data_dir, file_format="array_record")
     builder.download_and_prepare()
-    return read_all(builder.as_data_source(split=split))
+    return read_all(builder.as_data_source(split=split), limit=limit)
 
 
-def read_all(source, chunk: int = 5000) -> tuple[np.ndarray, np.ndarray]:
-    """Reads every record of a TFDS data source into two numpy arrays."""
+def read_all(source, chunk: int = 5000, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Reads every record (or the first `limit`) of a TFDS data source into two numpy arrays."""
     images, labels = [], []
-    for start in range(0, len(source), chunk):
-        records = source.__getitems__(list(range(start, min(start + chunk, len(source)))))
+    size = min(len(source), limit) if limit else len(source)
+    for start in range(0, size, chunk):
+        records = source.__getitems__(list(range(start, min(start + chunk, size))))
         images.extend(r["image"] for r in records)
         labels.extend(r["label"] for r in records)
     return np.stack(images), np.asarray(labels, np.int32)
