@@ -241,8 +241,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at:
     results["train_seconds"] = train_seconds
     results["total_seconds"] = time.time() - started
     results["devices"] = f"{mesh.size} x {jax.devices()[0].device_kind}"
+    write_interpretation(workdir, state, data, probabilities, config.top_losses)
     if jax.process_index() == 0:
-        write_interpretation(workdir, state, data, probabilities, config.top_losses)
         with open(os.path.join(workdir, "results.json"), "w") as f:
             json.dump(results, f, indent=2)
     return results
@@ -250,20 +250,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at:
 
 def write_interpretation(workdir: str, state, data: Data, probabilities_NxK: np.ndarray, top_losses: int) -> None:
     """confusion_matrix.png, most_confused.png, top_losses.png and cam.png (class activation maps of the
-    predicted class on the first test image of each class, at most 12) for the test set."""
+    predicted class on the first test image of each class, at most 12) for the test set.
+
+    Every process calls it (the class maps are computed on the whole mesh); process 0 alone writes."""
     labels, class_names = data.test_labels, data.class_names
     predictions = np.argmax(probabilities_NxK, -1)
+    shown = [int(np.flatnonzero(labels == k)[0]) for k in range(len(class_names)) if np.any(labels == k)][:12]
+    maps = np.asarray(jax.jit(interpret.class_maps)(state, normalise(data.test_images[shown], data.mean, data.std),
+                                                    jnp.asarray(predictions[shown])))
+    if jax.process_index() != 0:
+        return
     counts = plots.confusion_matrix(labels, predictions, len(class_names))
     plots.plot_confusion_matrix(os.path.join(workdir, "confusion_matrix.png"), counts, class_names)
     plots.plot_most_confused(os.path.join(workdir, "most_confused.png"), interpret.most_confused(counts, class_names))
     plots.plot_top_losses(os.path.join(workdir, "top_losses.png"), data.test_images, probabilities_NxK, labels,
                           class_names, top_losses)
-    shown = [int(np.flatnonzero(labels == k)[0]) for k in range(len(class_names)) if np.any(labels == k)][:12]
-    maps = jax.jit(interpret.class_maps)(state, normalise(data.test_images[shown], data.mean, data.std),
-                                         jnp.asarray(predictions[shown]))
     titles = [f"{class_names[labels[i]]} \u2192 {class_names[predictions[i]]} {probabilities_NxK[i].max():.2f}"
               for i in shown]
-    plots.plot_cams(os.path.join(workdir, "cam.png"), data.test_images[shown], np.asarray(maps), titles)
+    plots.plot_cams(os.path.join(workdir, "cam.png"), data.test_images[shown], maps, titles)
 
 
 def lr_find(config, workdir: str, num_seeds: int = 1, mesh=None, data=None) -> lr_finder.LRFindResult:

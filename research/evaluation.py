@@ -50,4 +50,15 @@ def predict_probabilities(predict: Callable, state, images_NxHxWxC: np.ndarray, 
 
 
 def _jit_on_mesh(fn: Callable, mesh: Mesh) -> Callable:
-    return jax.jit(fn, in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)))
+    """`fn(state, batch)` jitted for `mesh`, called with a host (numpy) batch that every process holds.
+
+    The batch becomes a global array split over all devices (each process copies only its own devices' rows),
+    the state keeps its shardings (replicated or split over fsdp), and the outputs are replicated, so every
+    process can read them, with one or several processes."""
+    jitted = jax.jit(fn, out_shardings=sharding.replicated(mesh))
+    batch_sharding = sharding.batch_sharded(mesh)
+
+    def step(state, batch):
+        return jitted(state, jax.tree.map(lambda x: sharding.host_to_global(x, batch_sharding), batch))
+
+    return step

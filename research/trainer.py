@@ -53,7 +53,10 @@ def means(summed: dict) -> dict[str, float]:
 
 
 def jit_train_step(train_step: Callable, state, mesh: Mesh) -> Callable:
-    state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), state)
+    """`train_step` jitted once for `mesh`: the state donated and sharded by `sharding.state_shardings`
+    (replicated, large leaves split over the fsdp axis), the batch split over all devices, the rng and the
+    metrics replicated (so every process can read them)."""
+    state_sharding = sharding.state_shardings(state, mesh)
     return jax.jit(train_step, donate_argnums=0,
                    in_shardings=(state_sharding, sharding.batch_sharded(mesh), sharding.replicated(mesh)),
                    out_shardings=(state_sharding, sharding.replicated(mesh)))
@@ -80,7 +83,7 @@ def train(*, state, train_step: Callable, batches: BatchSource, num_steps: int, 
     checkpoint_every = checkpoint_every or batches.steps_per_epoch
     checkpoint_steps = frozenset(int(s) for s in checkpoint_steps)
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep_checkpoints, best_metric, best_mode)
-    state = jax.device_put(state, sharding.replicated(mesh))
+    state = jax.device_put(state, sharding.state_shardings(state, mesh))
     start, skipped = 0, 0
     restored = checkpointer.restore_latest(state)
     if restored is not None:

@@ -3,6 +3,10 @@
 The experiment module named by --config provides `get_config(preset)` and `train_and_evaluate(config, workdir)`.
 Configs are locked, so an override of a key that does not exist fails before anything runs. Rerunning with
 the same --workdir resumes from the latest checkpoint there.
+
+Several hosts: run the same command on every host with --distributed (or JAX_COORDINATOR_ADDRESS,
+JAX_NUM_PROCESSES, JAX_PROCESS_ID in the environment; TPU VMs and SLURM job steps are detected), e.g. on two:
+  scripts/train.py ... --coordinator_address=HOST0:1234 --num_processes=2 --process_id=0   (1 on the other)
 """
 
 import os
@@ -15,6 +19,11 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment file, expe
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, plots and results.json.")
 flags.mark_flags_as_required(["config", "workdir"])
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Start jax's distributed runtime (one process per host). "
+                                 "Also on when JAX_COORDINATOR_ADDRESS is set, in a SLURM job step, on a TPU VM.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (implies --distributed).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (implies --distributed).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's id, 0..num_processes-1 (implies --distributed).")
 
 
 def main(argv):
@@ -22,10 +31,12 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)  # keep library INFO chatter (orbax, tfds) out of the progress bar
     from scripts.experiment_file import load_experiment  # after sys.path holds the repository root
+    from research import distributed
     from research.errors import InputError
     from research.trainer import NonFiniteError, Preempted
     experiment = load_experiment(flags.FLAGS["config"].config_filename)
     try:
+        distributed.maybe_initialize(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
         results = experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except (InputError, NonFiniteError) as e:
         sys.exit(f"error: {e}")

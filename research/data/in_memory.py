@@ -4,6 +4,12 @@ The batch for global step t is a pure function of (seed, t): epoch e = t // step
 permutation drawn from fold_in(seed, e), and augmentation uses fold_in(seed, t). So a run resumed from a
 checkpoint at step t sees exactly the batches an uninterrupted run would, and the checkpoint needs no
 iterator state beyond the step.
+
+On a mesh of several devices (and several processes), the dataset is replicated on every device (each
+process copies it from its own host copy, with no traffic between processes) and the batch is gathered in one
+program over the mesh whose output is split over the devices, so each device gathers, normalises and
+augments only its own rows. Augmentation draws are the same whatever the mesh (jax's partitionable threefry), so the
+batch is the same on 1 or N devices and 1 or N processes.
 """
 
 import functools
@@ -15,6 +21,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from research import sharding
+from research.errors import InputError
 
 
 AugmentFn = Callable[[jax.Array, jax.Array], jax.Array]  # (rng, images_BxHxWxC) -> images_BxHxWxC
@@ -30,10 +37,10 @@ class InMemoryImages:
                  seed: int, mean: float, std: float, augment_fn: AugmentFn | None = None):
         sharding.check_batch_divides(batch_size, mesh)
         if len(images_NxHxWxC) < batch_size:
-            raise ValueError(f"batch_size={batch_size} is larger than the dataset ({len(images_NxHxWxC)})")
-        self.images = jax.device_put(images_NxHxWxC, sharding.replicated(mesh))
+            raise InputError(f"batch_size={batch_size} is larger than the dataset ({len(images_NxHxWxC)} examples)")
+        self.images = sharding.host_to_global(images_NxHxWxC, sharding.replicated(mesh))
         labels_N = labels_N.astype(np.float32 if np.issubdtype(labels_N.dtype, np.floating) else np.int32)
-        self.labels = jax.device_put(labels_N, sharding.replicated(mesh))
+        self.labels = sharding.host_to_global(labels_N, sharding.replicated(mesh))
         self.batch_size = batch_size
         self.steps_per_epoch = len(images_NxHxWxC) // batch_size  # drop the last partial batch
         self._order_key, self._augment_key = _stream_keys(seed, 0)
