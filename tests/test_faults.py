@@ -41,9 +41,10 @@ TIMEOUT = 300
 
 
 def train_command(workdir, tfds_dir, *overrides) -> list[str]:
+    """The TINY command; an override replaces TINY's flag of the same key (a repeated tuple flag would append)."""
+    flags = {arg.split("=")[0]: arg for arg in [f"--config.data_dir={tfds_dir}", *TINY, *overrides]}
     return [sys.executable, os.path.join(REPO_ROOT, "scripts", "train.py"), "--config",
-            os.path.join(REPO_ROOT, "experiments", "fashion_mnist.py"), "--workdir", str(workdir),
-            f"--config.data_dir={tfds_dir}", *TINY, *overrides]
+            os.path.join(REPO_ROOT, "experiments", "fashion_mnist.py"), "--workdir", str(workdir), *flags.values()]
 
 
 def cli_env(cache_dir, **extra) -> dict:
