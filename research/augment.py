@@ -152,11 +152,20 @@ def random_brightness_contrast(rng: jax.Array, images_BxHxWxC: jax.Array, bright
 
 # --- translations and padded crops -------------------------------------------------------------------------
 
-def random_crop_with_padding(rng: jax.Array, images_BxHxWxC: jax.Array, padding: int) -> jax.Array:
-    """Zero-pads each side by `padding` and crops back to HxW at a random offset per example."""
+def random_crop_with_padding(rng: jax.Array, images_BxHxWxC: jax.Array, padding: int, pad_mode: str = "constant",
+                             probability: float = 1.0) -> jax.Array:
+    """Pads each side by `padding` and crops back to HxW at a random offset per example: a random translation
+    by up to `padding` pixels, for a share `probability` of the examples (the others stay as they are).
+
+    pad_mode is jnp.pad's: "constant" fills with zeros (the mean pixel, once normalised), "edge" repeats the
+    border pixels (black background stays black, so a shifted image looks like a real one)."""
     batch, height, width, channels = images_BxHxWxC.shape
-    padded = jnp.pad(images_BxHxWxC, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    offsets_Bx2 = jax.random.randint(rng, (batch, 2), 0, 2 * padding + 1)
+    padded = jnp.pad(images_BxHxWxC, ((0, 0), (padding, padding), (padding, padding), (0, 0)), mode=pad_mode)
+    offset_rng, keep_rng = jax.random.split(rng)
+    offsets_Bx2 = jax.random.randint(offset_rng, (batch, 2), 0, 2 * padding + 1)
+    if probability < 1.0:
+        shifted_B = jax.random.bernoulli(keep_rng, probability, (batch,))
+        offsets_Bx2 = jnp.where(shifted_B[:, None], offsets_Bx2, padding)
 
     def crop(image, offset):
         return jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (height, width, channels))
@@ -164,24 +173,24 @@ def random_crop_with_padding(rng: jax.Array, images_BxHxWxC: jax.Array, padding:
     return jax.vmap(crop)(padded, offsets_Bx2)
 
 
-def shift(images_BxHxWxC: jax.Array, dy: int, dx: int) -> jax.Array:
-    """Translates by (dy, dx) pixels, filling with zeros (the normalised images' padding is zeros too)."""
+def shift(images_BxHxWxC: jax.Array, dy: int, dx: int, pad_mode: str = "constant") -> jax.Array:
+    """Translates by (dy, dx) pixels, filling as jnp.pad's `pad_mode` does (zeros, or "edge" pixels)."""
     _, height, width, _ = images_BxHxWxC.shape
     pad = max(abs(dy), abs(dx))
-    padded = jnp.pad(images_BxHxWxC, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    padded = jnp.pad(images_BxHxWxC, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode=pad_mode)
     return padded[:, pad - dy:pad - dy + height, pad - dx:pad - dx + width]
 
 
 def augment(rng: jax.Array, images_BxHxWxC: jax.Array, flip: bool = False, crop_padding: int = 0,
-            max_zoom: float = 1.0, max_degrees: float = 0.0, brightness: float = 0.0,
-            contrast: float = 0.0) -> jax.Array:
-    """Side-on augmentation from config numbers: left-right flips, padded crops, zoom, rotation, lighting.
-    Zero/False leaves a transform out."""
+            pad_mode: str = "constant", crop_probability: float = 1.0, max_zoom: float = 1.0,
+            max_degrees: float = 0.0, brightness: float = 0.0, contrast: float = 0.0) -> jax.Array:
+    """Side-on augmentation from config numbers: left-right flips, padded crops (translations), zoom,
+    rotation, lighting. Zero/False leaves a transform out."""
     fns = []
     if flip:
         fns.append(random_flip_left_right)
     if crop_padding:
-        fns.append(lambda r, x: random_crop_with_padding(r, x, crop_padding))
+        fns.append(lambda r, x: random_crop_with_padding(r, x, crop_padding, pad_mode, crop_probability))
     if max_zoom > 1.0:
         fns.append(lambda r, x: random_zoom(r, x, max_zoom))
     if max_degrees:
@@ -204,15 +213,16 @@ def resize(images_BxHxWxC: jax.Array, size: int) -> jax.Array:
 # --- test-time views ---------------------------------------------------------------------------------------
 
 def tta_views(images_BxHxWxC: jax.Array, flip: bool = False, shift_pixels: int = 0, zoom: float = 1.0,
-              dihedral_group: bool = False) -> list[jax.Array]:
+              dihedral_group: bool = False, pad_mode: str = "constant") -> list[jax.Array]:
     """Deterministic augmented views for test-time augmentation (the plain image is not among them):
-    the mirror image (`flip`), shifts by `shift_pixels` up, down, left and right, a central zoom by `zoom`
-    and its mirror image, or the 7 non-identity symmetries of the square (`dihedral_group`, top-down images)."""
+    the mirror image (`flip`), shifts by `shift_pixels` up, down, left and right (filled as `pad_mode`), a
+    central zoom by `zoom` and its mirror image, or the 7 non-identity symmetries of the square
+    (`dihedral_group`, top-down images)."""
     views = []
     if flip:
         views.append(images_BxHxWxC[:, :, ::-1])
     if shift_pixels:
-        views += [shift(images_BxHxWxC, dy, dx) for dy, dx in
+        views += [shift(images_BxHxWxC, dy, dx, pad_mode) for dy, dx in
                   [(shift_pixels, 0), (-shift_pixels, 0), (0, shift_pixels), (0, -shift_pixels)]]
     if zoom > 1.0:
         batch, height, width, _ = images_BxHxWxC.shape
