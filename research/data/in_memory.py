@@ -7,9 +7,9 @@ iterator state beyond the step.
 
 On a mesh of several devices (and several processes), the dataset is replicated on every device (each
 process copies it from its own host copy, with no traffic between processes) and the batch is gathered in one
-program over the mesh whose output is split over the devices, so each device gathers, normalises and
-augments only its own rows. Augmentation draws are the same whatever the mesh (jax's partitionable threefry), so the
-batch is the same on 1 or N devices and 1 or N processes.
+program over the mesh whose output is split over the devices, so each device gathers, normalises and augments
+only its own rows. The augmentation's random draws do not depend on the mesh (jax's partitionable threefry),
+so a step's batch is the same, bit for bit, on 1 or N devices and 1 or N processes.
 """
 
 import functools
@@ -37,7 +37,8 @@ class InMemoryImages:
                  seed: int, mean: float, std: float, augment_fn: AugmentFn | None = None):
         sharding.check_batch_divides(batch_size, mesh)
         if len(images_NxHxWxC) < batch_size:
-            raise InputError(f"batch_size={batch_size} is larger than the dataset ({len(images_NxHxWxC)} examples)")
+            raise InputError(f"batch_size={batch_size} is larger than the dataset "
+                             f"({len(images_NxHxWxC)} examples)")
         self.images = sharding.host_to_global(images_NxHxWxC, sharding.replicated(mesh))
         labels_N = labels_N.astype(np.float32 if np.issubdtype(labels_N.dtype, np.floating) else np.int32)
         self.labels = sharding.host_to_global(labels_N, sharding.replicated(mesh))
