@@ -104,11 +104,12 @@ def largest_array_file(step_dir) -> str:
 
 
 def start_and_wait_for_step(workdir, tfds_dir, cache_dir, step: int, out) -> subprocess.Popen:
-    """Starts the TINY command and returns once metrics.jsonl shows training reached `step`."""
+    """Starts the TINY command and returns once metrics.jsonl shows training reached `step` and the first
+    checkpoint is complete (orbax renames its directory to the step number when done)."""
     proc = subprocess.Popen(train_command(workdir, tfds_dir), stdout=out, stderr=out, env=cli_env(cache_dir))
     deadline = time.time() + TIMEOUT
     while time.time() < deadline and proc.poll() is None:
-        if os.path.exists(workdir / "metrics.jsonl") and any(
+        if os.path.isdir(workdir / "checkpoints" / str(FIRST_CHECKPOINT)) and any(
                 line.get("step", 0) >= step and "train_loss" in line for line in logged(workdir)):
             return proc
         time.sleep(0.02)
@@ -143,10 +144,9 @@ def test_sigkill_then_rerun_equals_uninterrupted_run(tmp_path, tfds_dir, referen
         np.testing.assert_array_equal(a, b, err_msg=context)
 
 
-def test_sigterm_saves_current_step_and_exits_0_then_damaged_checkpoint_falls_back(tmp_path, tfds_dir,
-                                                                                    reference):
-    cache_dir, straight = reference
-    signal_at = random.Random().randrange(FIRST_CHECKPOINT + 1, 15)
+def test_sigterm_saves_the_current_step_and_exits_0_within_30_seconds(tmp_path, tfds_dir, reference):
+    cache_dir, _ = reference
+    signal_at = random.Random().randrange(FIRST_CHECKPOINT + 1, NUM_STEPS - 4)
     workdir = tmp_path / "preempted"
     with open(tmp_path / "preempted.log", "w") as out:
         proc = start_and_wait_for_step(workdir, tfds_dir, cache_dir, signal_at, out)
@@ -164,56 +164,47 @@ def test_sigterm_saves_current_step_and_exits_0_then_damaged_checkpoint_falls_ba
     checkpointer = Checkpointer(str(workdir / "checkpoints"))
     last_logged = max(line["step"] for line in logged(workdir))
     assert signal_at <= step == last_logged == checkpointer.latest_step() < NUM_STEPS  # the current step
+    assert saved.group(2) == checkpointer.path(step)
     _, meta = checkpointer.restore(step, like_state(checkpointer, step))  # reads back, fingerprints match
-    assert meta["step"] == step and meta["seed"] == 0
-    previous = max(s for s in checkpointer.all_steps() if s < step)
+    assert meta["step"] == step and meta["seed"] == 0 and meta["config"]["batch_size"] == 64
 
-    # Garble the middle of the newest checkpoint's largest array file: the same command warns, moves it aside,
-    # resumes from the previous one and still ends exactly where the uninterrupted run did.
-    path = largest_array_file(checkpointer.path(step))
+
+def test_half_written_checkpoint_is_ignored_and_damaged_ones_are_passed_over(tmp_path, reference, caplog):
+    _, straight = reference
+    state = Checkpointer(str(straight / "checkpoints")).manager.restore(NUM_STEPS)["state"]
+    directory = tmp_path / "checkpoints"
+    checkpointer = Checkpointer(str(directory), keep=5)
+    for step in (1, 2, 3):
+        checkpointer.save(step, jax.tree.map(lambda x, step=step: x * step, state), {"step": step})
+    checkpointer.close()
+    # A save cut short by a kill: orbax's temporary directory of a later step, with part of its files.
+    partial = directory / "4.orbax-checkpoint-tmp-1700000000"
+    shutil.copytree(directory / "3", partial)
+    os.remove(largest_array_file(partial))
+    # Step 3: bytes garbled in the middle of an array file (it still reads: only the fingerprints notice).
+    path = largest_array_file(directory / "3")
     with open(path, "r+b") as f:
         data = bytearray(f.read())
-        data[len(data) // 2:len(data) // 2 + 64] = bytes(b ^ 0xFF for b in data[len(data) // 2:len(data) // 2 + 64])
+        middle = slice(len(data) // 2, len(data) // 2 + 64)
+        data[middle] = bytes(b ^ 0xFF for b in data[middle])
         f.seek(0)
         f.write(data)
-    rerun = subprocess.run(train_command(workdir, tfds_dir), capture_output=True, text=True, timeout=TIMEOUT,
-                           env=cli_env(cache_dir))
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    warnings = [line for line in rerun.stderr.splitlines() if "damaged checkpoint" in line]
-    assert len(warnings) == 1, rerun.stderr[-3000:]
-    assert f"step {step} ({checkpointer.path(step)}" in warnings[0]
-    assert f"resuming from step {previous} ({checkpointer.path(previous)})" in warnings[0]
-    assert os.path.isdir(workdir / "checkpoints" / "damaged" / str(step))
-    assert results(workdir) == results(straight)
-    for a, b in zip(final_arrays(workdir), final_arrays(straight), strict=True):
-        np.testing.assert_array_equal(a, b)
-
-
-def test_half_written_checkpoint_is_ignored_and_truncated_one_passed_over(tmp_path, reference, caplog):
-    _, straight = reference
-    directory = tmp_path / "checkpoints"
-    shutil.copytree(straight / "checkpoints", directory)
-    steps = Checkpointer(str(directory)).all_steps()
-    latest, previous = steps[-1], steps[-2]
-    # A save cut short by a kill: orbax's temporary directory of a later step, with half its files.
-    partial = directory / f"{latest + 8}.orbax-checkpoint-tmp-1700000000"
-    shutil.copytree(directory / str(latest), partial)
-    os.remove(largest_array_file(partial))
-    # The newest finished checkpoint loses the second half of an array file.
-    path = largest_array_file(directory / str(latest))
+    # Step 2: the second half of an array file lost.
+    path = largest_array_file(directory / "2")
     os.truncate(path, os.path.getsize(path) // 2)
 
-    checkpointer = Checkpointer(str(directory))
-    assert checkpointer.latest_step() == latest
+    checkpointer = Checkpointer(str(directory), keep=5)
+    assert checkpointer.all_steps() == [1, 2, 3]
     with caplog.at_level(logging.WARNING):
-        state, meta = checkpointer.restore_latest(like_state(checkpointer, previous))
-    assert meta["step"] == previous
+        restored, meta = checkpointer.restore_latest(like_state(checkpointer, 1))
+    assert meta["step"] == 1
     [warning] = [r.getMessage() for r in caplog.records if "damaged checkpoint" in r.getMessage()]
-    assert f"step {latest} ({directory / str(latest)}" in warning and f"resuming from step {previous}" in warning
     assert "\n" not in warning
-    assert os.path.isdir(directory / "damaged" / str(latest)) and checkpointer.latest_step() == previous
-    expected = Checkpointer(str(straight / "checkpoints")).manager.restore(previous)["state"]
-    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(expected), strict=True):
+    assert f"step 3 ({directory}/3: ValueError: " in warning and "differ from their fingerprints" in warning
+    assert f"step 2 ({directory}/2: " in warning
+    assert warning.endswith(f"resuming from step 1 ({directory}/1)")
+    assert sorted(os.listdir(directory / "damaged")) == ["2", "3"] and checkpointer.all_steps() == [1]
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -227,21 +218,27 @@ def test_huge_learning_rate_stops_at_first_nonfinite_step_keeping_last_good_chec
                            last_line)
     assert stopped, run.stderr[-2000:]
     step, good = int(stopped.group(2)), int(stopped.group(3))
-    assert good == FIRST_CHECKPOINT < step < NUM_STEPS
+    assert FIRST_CHECKPOINT <= good < step < NUM_STEPS
     checkpointer = Checkpointer(str(tmp_path / "checkpoints"))
-    assert checkpointer.all_steps() == [good]  # nothing saved after the last good step
+    assert checkpointer.latest_step() == good  # nothing saved after the last good step
     state, _ = checkpointer.restore(good, like_state(checkpointer, good))
     assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state))
     assert max(line["step"] for line in logged(tmp_path)) < step  # the non-finite step was not logged
     assert not (tmp_path / "results.json").exists()
 
 
-def test_nan_batches_are_skipped_and_counted_or_stop_training(tmp_path, tfds_dir):
-    """The trainer directly, with NaN images injected into real batches (at steps 3 and 6, or at 6)."""
+def train_with_nan_batches(workdir: str, tfds_dir: str) -> dict[str, str]:
+    """The trainer with the experiment's TINY model, data, optimizer and train step, and NaN images injected:
+    at steps 3 and 11 (counting from 1) with skip_nonfinite into workdir/skip, at step 11 without into
+    workdir/stop. Returns each run's NonFiniteError message, or "" if it finished.
+
+    Runs in a subprocess (`run_with_nan_batches`) so that the shared compilation cache serves the model's
+    initialisation and the stopping run's train step (the very one the CLI runs)."""
     config = experiment.get_config()
-    config.update_from_flattened_dict({"batch_size": 32, "model.stage_widths": (8, 16, 32), "model.stem_width": 8})
-    mesh = sharding.make_mesh(1)
-    images, labels = fashion_mnist.load("train", tfds_dir, limit=128)
+    config.update_from_flattened_dict({"data_dir": tfds_dir, "train_examples": 512, "batch_size": 64,
+                                       "model.stage_widths": (8, 16, 32), "model.stem_width": 8})
+    mesh = sharding.make_mesh(config.num_devices or None, config.fsdp_devices)
+    images, labels = fashion_mnist.load("train", tfds_dir, limit=config.train_examples)
     clean = experiment.make_batches(config, images, labels, mesh)
 
     class WithNaNs:
@@ -254,25 +251,45 @@ def test_nan_batches_are_skipped_and_counted_or_stop_training(tmp_path, tfds_dir
             batch = clean.batch(step)
             return {**batch, "image": batch["image"] * jnp.nan} if step + 1 in self.nan_steps else batch
 
-    model, tx = experiment.make_model(config), experiment.make_tx(config, 3e-3, 0)
-    init = jax.jit(lambda key: create_train_state(model, tx, key, (1, *images.shape[1:])))
-    common = dict(train_step=classification.make_train_step(), num_steps=8, mesh=mesh, seed=0, checkpoint_every=4,
-                  log_every=1, progress=False)
+    messages = {}
+    for name, nan_steps, skip in (("skip", (3, 11), True), ("stop", (11,), False)):
+        state = create_train_state(experiment.make_model(config), experiment.make_tx(config, 0.01, NUM_STEPS),
+                                   jax.random.key(config.seed), (1, *images.shape[1:]))
+        try:
+            trainer.train(state=state, train_step=classification.make_train_step(config.label_smoothing),
+                          batches=WithNaNs(*nan_steps), num_steps=16, mesh=mesh, seed=config.seed,
+                          workdir=os.path.join(workdir, name), checkpoint_every=clean.steps_per_epoch, log_every=1,
+                          progress=False, skip_nonfinite=skip)
+            messages[name] = ""
+        except trainer.NonFiniteError as e:
+            messages[name] = str(e)
+    return messages
 
-    state = trainer.train(state=init(jax.random.key(0)), batches=WithNaNs(3, 6), workdir=str(tmp_path / "skip"),
-                          skip_nonfinite=True, **common)
+
+def test_nan_batches_are_skipped_and_counted_or_stop_training(tmp_path, tfds_dir, reference):
+    """Real batches with NaN images injected: skipped and counted with skip_nonfinite, else training stops."""
+    cache_dir, _ = reference
+    code = (f"import json, sys; sys.path[:0] = [{REPO_ROOT!r}, {os.path.dirname(__file__)!r}]; import test_faults; "
+            f"print('result:', json.dumps(test_faults.train_with_nan_batches({str(tmp_path)!r}, {str(tfds_dir)!r})))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT,
+                         env=cli_env(cache_dir))
+    assert run.returncode == 0, run.stderr[-3000:]
+    messages = json.loads(run.stdout.split("result: ", 1)[1])
+
+    assert messages["skip"] == ""
     lines = logged(tmp_path / "skip")
-    assert [line["step"] for line in lines if "train_loss" not in line] == [3, 6]
-    assert lines[-1]["skipped_steps"] == 2
-    assert int(state.step) == 6  # two of the eight updates skipped
+    assert [line["step"] for line in lines if "train_loss" not in line] == [3, 11]
+    assert [line["skipped_steps"] for line in lines if line["step"] in (2, 3, 10, 11, 16)] == [0, 1, 1, 2, 2]
+    checkpointer = Checkpointer(str(tmp_path / "skip" / "checkpoints"))
+    state, meta = checkpointer.restore(16, like_state(checkpointer, 16))
+    assert meta["skipped_steps"] == 2 and int(state["step"]) == 14  # two of the 16 updates skipped
     assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state))
-    assert Checkpointer(str(tmp_path / "skip" / "checkpoints")).manager.restore(8)["meta"]["skipped_steps"] == 2
+    assert lines[-1]["train_loss"] < lines[0]["train_loss"]  # it still learns
 
-    with pytest.raises(trainer.NonFiniteError) as stopped:
-        trainer.train(state=init(jax.random.key(0)), batches=WithNaNs(6), workdir=str(tmp_path / "stop"), **common)
     checkpoints = tmp_path / "stop" / "checkpoints"
     # Inside jit, XLA:CPU's vectorised max (ReLU) turns NaN activations into 0, so the loss of an all-NaN batch
     # can stay finite (2.3 = ln 10, uniform logits) while its gradient does not: the gradient check matters.
-    assert re.fullmatch(rf"non-finite (loss, )?grad_norm at step 6; last good checkpoint: step 4 \({checkpoints}/4\)",
-                        str(stopped.value))
-    assert Checkpointer(str(checkpoints)).all_steps() == [4]
+    assert re.fullmatch(rf"non-finite (loss, )?grad_norm at step 11; last good checkpoint: step 8 "
+                        rf"\({checkpoints}/8\)", messages["stop"]), messages["stop"]
+    assert Checkpointer(str(checkpoints)).all_steps() == [8]
+    assert max(line["step"] for line in logged(tmp_path / "stop")) == 10
