@@ -50,9 +50,33 @@ def class_activation_maps(state: TrainState, images_BxHxWxC: jax.Array) -> tuple
     return cams_BxhxwxK, logits_BxK
 
 
-def class_maps(state: TrainState, images_BxHxWxC: jax.Array, classes_B: jax.Array) -> jax.Array:
-    """The CAM of one class per image, upsampled (bilinear) to the image's size: float32 BxHxW."""
+def class_maps(state: TrainState, images_BxHxWxC: jax.Array, classes_B: jax.Array,
+               stride: int | None = None) -> jax.Array:
+    """The CAM of one class per image, interpolated (bilinear) to the image's size: float32 BxHxW.
+
+    Cell k of the map sits over input pixel stride * k (every strided convolution and pool of the ResNet
+    is centred: output i reads input stride * i), so the map is placed there, not stretched over the image.
+    `stride` (the network's total stride) defaults to the smallest power of two that gives the map's size."""
     cams_BxhxwxK, _ = class_activation_maps(state, images_BxHxWxC)
     cams_Bxhxw = jnp.take_along_axis(cams_BxhxwxK, classes_B[:, None, None, None], axis=-1)[..., 0]
-    batch, height, width, _ = images_BxHxWxC.shape
-    return jax.image.resize(cams_Bxhxw, (batch, height, width), "bilinear")
+    (height, width), (h, w) = images_BxHxWxC.shape[1:3], cams_Bxhxw.shape[1:3]
+    stride = stride or total_stride(height, h)
+    return jnp.einsum("yi,bij,xj->byx", _interpolation(height, h, stride), cams_Bxhxw,
+                      _interpolation(width, w, stride))
+
+
+def total_stride(size: int, cells: int) -> int:
+    """The smallest power of two S with ceil(size / S) == cells (a ResNet halves the size, rounding up)."""
+    stride = 1
+    while -(-size // stride) > cells:
+        stride *= 2
+    if -(-size // stride) != cells:
+        raise ValueError(f"a {cells}-cell map is no power-of-two downsampling of {size} pixels: pass stride")
+    return stride
+
+
+def _interpolation(size: int, cells: int, stride: int) -> np.ndarray:
+    """size x cells weights of linear interpolation between cells centred on pixels 0, stride, 2 stride, ...
+    (beyond the last centre, the last cell's value)."""
+    position_S = np.clip(np.arange(size) / stride, 0, cells - 1)
+    return np.maximum(0.0, 1.0 - np.abs(position_S[:, None] - np.arange(cells)[None, :])).astype(np.float32)

@@ -104,12 +104,15 @@ def plot_top_losses(path: str, images_NxHxWxC: np.ndarray, probabilities_NxK: np
     indices, losses = top_losses(probabilities_NxK, labels_N, k)
     cols = 4
     rows = int(np.ceil(len(indices) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 2.9), squeeze=False)
+    long_names = max(map(len, class_names)) > 14
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * (3.2 if long_names else 2.9)), squeeze=False)
     for ax, index, loss in zip(np.ravel(axes), indices, losses):
         _show(ax, images_NxHxWxC[index])
         predicted = int(np.argmax(probabilities_NxK[index]))
-        ax.set_title(f"{class_names[predicted]} / {class_names[labels_N[index]]}\n"
-                     f"{loss:.2f} / {probabilities_NxK[index, labels_N[index]]:.2f}", fontsize=8)
+        names = f"{class_names[predicted]} / {class_names[labels_N[index]]}"
+        if long_names:  # e.g. dog breeds: one name per line
+            names = names.replace(" / ", " /\n")
+        ax.set_title(f"{names}\n{loss:.2f} / {probabilities_NxK[index, labels_N[index]]:.2f}", fontsize=8)
     for ax in np.ravel(axes):
         ax.axis("off")
     fig.suptitle("top losses: predicted / actual, loss / probability of actual", fontsize=10)
@@ -122,14 +125,14 @@ def plot_cams(path: str, images_NxHxWxC: np.ndarray, maps_NxHxW: np.ndarray, tit
     """Class activation maps: each image beside itself under its map (jet, scaled to the map's own range;
     red = the most evidence for the class named in the title)."""
     rows = int(np.ceil(len(images_NxHxWxC) / cols))
-    fig, axes = plt.subplots(rows, 2 * cols, figsize=(2 * cols * 1.7, rows * 2.0), squeeze=False)
+    fig, axes = plt.subplots(rows, 2 * cols, figsize=(2 * cols * 1.6, rows * 2.1), squeeze=False)
     for i, (image, cam, title) in enumerate(zip(images_NxHxWxC, maps_NxHxW, titles)):
         left, right = axes[i // cols, 2 * (i % cols)], axes[i // cols, 2 * (i % cols) + 1]
         _show(left, image)
         _show(right, image)
         right.imshow((cam - cam.min()) / max(float(np.ptp(cam)), 1e-12), cmap="jet", alpha=0.5,
                      interpolation="bilinear")
-        left.set_title(title, fontsize=8, loc="left")
+        left.set_title(title.replace(" \u2192 ", " \u2192\n") if len(title) > 32 else title, fontsize=8, loc="left")
     for ax in np.ravel(axes):
         ax.axis("off")
     fig.suptitle("class activation maps of the predicted class (actual \u2192 predicted, probability)", fontsize=10)

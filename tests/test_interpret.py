@@ -39,7 +39,7 @@ def _canvas(images_Nx28x28x1: np.ndarray, quadrants_N: np.ndarray) -> np.ndarray
 @pytest.fixture(scope="module")
 def trained_state(fashion_test_split):
     """A small ResNet (16-32-64 wide) after 50 Adam steps of 64 canvases holding real images in random
-    quadrants, trained on the class labels only (no locations): ~70% accuracy."""
+    quadrants, trained on the class labels only (no locations): 58% accuracy on held-out canvases."""
     images, labels = fashion_test_split
     model = small_resnet(10, stage_sizes=(1, 1, 1), stage_widths=(16, 32, 64), stage_strides=(2, 2, 2),
                          stem_width=16, stem_stride=2)
@@ -63,11 +63,16 @@ def test_cam_mean_plus_bias_is_the_logit(trained_state, fashion_test_split):
     np.testing.assert_allclose(cams_BxhxwxK.mean((1, 2)) + trained_state.params["fc"]["bias"], logits_BxK,
                                atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(logits_BxK, classification.predict(trained_state, images), atol=1e-5)
+    # Upsampled to the image, cell k sits over pixel 16 k (stem and three stages, each of stride 2).
+    classes = jnp.argmax(logits_BxK, -1)
+    maps_BxHxW = interpret.class_maps(trained_state, images, classes)
+    np.testing.assert_allclose(maps_BxHxW[:, ::16, ::16], np.take_along_axis(
+        np.asarray(cams_BxhxwxK), np.asarray(classes)[:, None, None, None], -1)[..., 0], atol=1e-5)
 
 
 def test_cam_finds_the_object(trained_state, fashion_test_split):
     """On held-out canvases the map of the predicted class peaks in the quadrant holding the object
-    (chance: 25%; measured 95%), though training never saw where the objects were."""
+    (chance: 25%; measured 93%), though training never saw where the objects were."""
     images, labels = fashion_test_split
     rows = np.arange(5120, 5376)
     quadrants = np.random.default_rng(1).integers(0, 4, len(rows))
@@ -78,7 +83,7 @@ def test_cam_finds_the_object(trained_state, fashion_test_split):
     peak_y, peak_x = np.unravel_index(maps_BxHxW.reshape(len(rows), -1).argmax(-1), (56, 56))
     found = (peak_y // 28) * 2 + peak_x // 28
     assert np.mean(found == quadrants) > 0.85, np.mean(found == quadrants)
-    assert np.mean(np.asarray(predicted) == labels[rows]) > 0.5  # and the class is mostly right too
+    assert np.mean(np.asarray(predicted) == labels[rows]) > 0.4  # the class too (chance 10%; measured 58%)
 
 
 def test_cam_needs_the_linear_fc_classifier(trained_state):

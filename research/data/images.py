@@ -77,18 +77,20 @@ def load_image_csv(csv_path: str, image_dir: str, size: int, file_column: str = 
     numeric order when all are integers), or `class_names`: then any other label is an error."""
     if not os.path.isfile(csv_path):
         raise InputError(f"CSV file not found: {csv_path}")
-    with open(csv_path, newline="") as f:
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:  # utf-8-sig: spreadsheets write a BOM
         reader = csv.DictReader(f)
         columns = reader.fieldnames or []
         for column in (file_column, label_column):
             if column not in columns:
                 raise InputError(f"{csv_path} has no column {column!r} (its columns: {', '.join(columns) or 'none'})")
-        rows = [(reader.line_num, row[file_column], row[label_column]) for row in reader]
+        rows = [(reader.line_num, (row[file_column] or "").strip(), row[label_column] or "") for row in reader]
     if not rows:
         raise InputError(f"{csv_path} has no rows")
     tags = [_split_labels(label, label_delimiter) for _, _, label in rows]
-    for (line, _, label), row_tags in zip(rows, tags):
-        if not row_tags or (label_delimiter is None and not label.strip()):
+    for (line, name, label), row_tags in zip(rows, tags):
+        if not name:
+            raise InputError(f"{csv_path} line {line}: empty file name in column {file_column!r}")
+        if not row_tags or not row_tags[0]:
             raise InputError(f"{csv_path} line {line}: empty label in column {label_column!r}")
     if class_names is None:
         class_names = _sorted_classes({t for row_tags in tags for t in row_tags})
@@ -126,6 +128,8 @@ def load_tfds_images(name: str, split: str, size: int, data_dir: str | None = No
         raise InputError(f"cannot load TFDS dataset {name!r} split {split!r} from {data_dir or '~/tensorflow_datasets'}"
                          f": {type(e).__name__}: {_first_line(e)} (preparing catalog datasets may need TensorFlow "
                          f"and network access: prepare it once on a cloud machine)") from None
+    if not len(source):
+        raise InputError(f"TFDS dataset {name!r} split {split!r} has no examples")
     class_names = tuple(source.dataset_info.features[label_key].names)
     images, labels = [], []
     for i in range(len(source)):
