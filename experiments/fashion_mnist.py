@@ -1,5 +1,5 @@
-"""Lesson 1 on Fashion-MNIST: LR range test -> 1cycle fit at the suggested rate -> test accuracy, TTA,
-confusion matrix, top losses, checkpoint.
+"""Lesson 1 on Fashion-MNIST or your own images: LR range test -> 1cycle fit at the suggested rate -> test
+accuracy, TTA, confusion matrix, most-confused pairs, top losses, class activation maps, checkpoint.
 
 Run (default preset, sized for a 2-core CPU):
   .venv/bin/python scripts/train.py --config experiments/fashion_mnist.py --workdir runs/fashion_mnist
@@ -9,6 +9,13 @@ Longer preset, for accelerators:
 Reaches (README "Results" has the times and the machine): the cpu preset 92.50% test accuracy in 3 epochs
 (261 s of training on a 2-core CPU; 6.5 min for the README's whole first command); the long preset 93.70%
 (94.09% with TTA) in 15 epochs (1312 s on the same CPU).
+
+Your own images, no code (config keys `data.*` below; a folder per class, or a CSV, or a TFDS catalog name):
+  .venv/bin/python scripts/train.py --config experiments/fashion_mnist.py --workdir runs/mine \\
+      --config.data.source=folder --config.data.path=DIR [--config.data.image_size=64]
+DIR/train/<class>/* trains, DIR/valid/<class>/* is the "test" set. Measured: all 70k Fashion-MNIST images
+written as PNGs (60k train, 10k valid), the cpu preset unchanged: 92.33% (suggested rate 1.79e-2); the
+per-channel statistics computed from the files equal the Fashion-MNIST constants below (0.2860, 0.3530).
 """
 
 import functools
