@@ -1,5 +1,6 @@
 """The train state: step, parameters, BatchNorm statistics and optimizer state, as one pytree."""
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -16,7 +17,11 @@ class TrainState(train_state.TrainState):
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
                        input_shape: tuple[int, ...]) -> TrainState:
-    """Initialises `model` on a dummy batch of `input_shape` and the optimizer on its parameters."""
-    variables = model.init(rng, jnp.zeros(input_shape, jnp.float32), train=False)
+    """Initialises `model` on a dummy batch of `input_shape` and the optimizer on its parameters.
+
+    The initialisation is jitted: one compilation instead of one per operation and shape (3-4x less time on
+    CPU; a key with impl="rbg" compiles faster still than the default threefry)."""
+    init = jax.jit(functools.partial(model.init, train=False))
+    variables = init(rng, jnp.zeros(input_shape, jnp.float32))
     return TrainState.create(apply_fn=model.apply, params=variables["params"],
                              batch_stats=variables.get("batch_stats", {}), tx=tx)

@@ -147,6 +147,20 @@ class ResNet(nn.Module):
         return logits.astype(jnp.float32)
 
 
+def init_head(model: ResNet, rng: jax.Array) -> dict:
+    """{"params": ..., "batch_stats": ...} of `model`'s head alone (its `head`, or torchvision's `fc`),
+    initialised without the body: a new head for a pretrained body, without paying for the body's init."""
+    features = model.stage_widths[-1] * model.block_cls.expansion
+    # The head's variables depend on the feature map's channels only, not on its height and width.
+    dummy_1x1x1xC = jnp.zeros((1, 1, 1, features), model.dtype)
+    if model.head is None:
+        fc = nn.Dense(model.num_classes, dtype=model.dtype)
+        return {"params": jax.jit(fc.init)(rng, dummy_1x1x1xC[:, 0, 0])["params"], "batch_stats": {}}
+    head = model.head(num_classes=model.num_classes)
+    variables = jax.jit(functools.partial(head.init, train=False))(rng, dummy_1x1x1xC)
+    return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+
+
 resnet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block_cls=BasicBlock)
 resnet34 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block_cls=BasicBlock)
 resnet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block_cls=Bottleneck)
