@@ -67,7 +67,7 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, tfds_dir):
     resumed = experiment.train_and_evaluate(config, str(tmp_path / "resumed"))
     assert resumed["test_loss"] == straight["test_loss"]
     assert resumed["test_accuracy"] == straight["test_accuracy"]
-    a, _ = Checkpointer(str(tmp_path / "straight" / "checkpoints")).manager.restore(16).values()
-    b, _ = Checkpointer(str(tmp_path / "resumed" / "checkpoints")).manager.restore(16).values()
+    a = Checkpointer(str(tmp_path / "straight" / "checkpoints")).manager.restore(16)["state"]
+    b = Checkpointer(str(tmp_path / "resumed" / "checkpoints")).manager.restore(16)["state"]
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(x, y)
