@@ -1,7 +1,8 @@
 """Fault tolerance on real Fashion-MNIST, mostly end to end through scripts/train.py in subprocesses:
-SIGKILL then the same command again equals an uninterrupted run bit for bit; SIGTERM saves the current step
-and exits 0; half-written and damaged checkpoints are passed over with a warning; a non-finite loss stops
-training (or, optionally, such steps are skipped and counted).
+SIGKILL then the same command again equals an uninterrupted run bit for bit (parameters, results.json,
+metrics.jsonl); SIGTERM saves the current step and exits 0 within 30 s; half-written and damaged checkpoints
+are passed over with a warning; the last N checkpoints plus the best are kept; a non-finite loss or gradient
+stops training keeping the last good checkpoint (or, optionally, such steps are skipped and counted).
 
 The subprocesses share a JAX compilation cache, so only the first one compiles; a cached executable is the
 same program, so results stay bitwise equal (XLA:CPU is deterministic run to run).
@@ -206,6 +207,18 @@ def test_half_written_checkpoint_is_ignored_and_damaged_ones_are_passed_over(tmp
     assert sorted(os.listdir(directory / "damaged")) == ["2", "3"] and checkpointer.all_steps() == [1]
     for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_keeps_the_last_n_plus_the_best(tmp_path):
+    checkpointer = Checkpointer(str(tmp_path), keep=2, best_metric="test_accuracy", best_mode="max")
+    state = {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    accuracies = {1: 0.5, 2: 0.9, 3: 0.7, 4: 0.8, 5: None, 6: 0.6}  # step 5: saved on SIGTERM, not evaluated
+    for step, accuracy in accuracies.items():
+        checkpointer.save(step, state, {"step": step}, None if accuracy is None else {"test_accuracy": accuracy})
+    checkpointer.wait()
+    assert checkpointer.all_steps() == [2, 5, 6] and checkpointer.best_step() == 2
+    checkpointer.close()
+    assert sorted(os.listdir(tmp_path)) == ["2", "5", "6"]
 
 
 def test_huge_learning_rate_stops_at_first_nonfinite_step_keeping_last_good_checkpoint(tmp_path, tfds_dir,
