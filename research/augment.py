@@ -161,7 +161,8 @@ def random_crop_with_padding(rng: jax.Array, images_BxHxWxC: jax.Array, padding:
     border pixels (black background stays black, so a shifted image looks like a real one)."""
     batch, height, width, channels = images_BxHxWxC.shape
     padded = jnp.pad(images_BxHxWxC, ((0, 0), (padding, padding), (padding, padding), (0, 0)), mode=pad_mode)
-    offset_rng, keep_rng = jax.random.split(rng)
+    # With every image shifted the offsets come from `rng` itself, as in the runs the README reports.
+    offset_rng, keep_rng = jax.random.split(rng) if probability < 1.0 else (rng, None)
     offsets_Bx2 = jax.random.randint(offset_rng, (batch, 2), 0, 2 * padding + 1)
     if probability < 1.0:
         shifted_B = jax.random.bernoulli(keep_rng, probability, (batch,))

@@ -1,0 +1,185 @@
+"""Lesson 2 offline: multi-label classification of Fashion-MNIST mosaics (a stand-in for the planet data).
+
+Sigmoid outputs and binary cross-entropy; top-down augmentation (the 8 symmetries of the square, a mild
+zoom, lighting); progressive resizing as in the planet lesson (1cycle at 28 px, then 1cycle at 56 px, the
+weights carried over); thresholds searched for the best F2 on the validation mosaics (test-time augmented
+over the 8 symmetries), then F2 and F1 on the held-out test mosaics at those thresholds.
+
+Run:
+  .venv/bin/python scripts/train.py --config experiments/fashion_mosaics_multilabel.py --workdir runs/mosaics
+
+Reaches (measured on the 2-core CPU): see RESULTS below; results.json in the workdir holds the numbers.
+"""
+
+import functools
+import json
+import os
+import time
+
+import jax
+import ml_collections
+import numpy as np
+
+from research import augment, multilabel, optimizers, schedules, sharding, trainer
+from research.data import fashion_mosaics
+from research.data.in_memory import InMemoryImages
+from research.evaluation import predict_probabilities
+from research.models.head import FastaiHead
+from research.models.resnet import BasicBlock, ResNet
+from research.train_state import create_train_state
+
+
+def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
+    if preset not in ("cpu", "small"):
+        raise ValueError(f"unknown preset {preset!r} for experiments/fashion_mosaics_multilabel.py: "
+                         f"use 'cpu' or 'small'")
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.data_dir = ""  # TFDS data directory; "" = TFDS's default (~/tensorflow_datasets)
+    c.data_config = "default"  # the FashionMosaics builder config: "default" (40k/5k/10k) or "small" (2k/500/500)
+    c.num_devices = 0  # 0 = all devices on the mesh
+    c.model = ml_collections.ConfigDict(dict(
+        stem_width=32, stem_stride=2, stage_sizes=(1, 1, 2), stage_widths=(32, 64, 128), stage_strides=(1, 2, 2),
+        head_dropout=0.1))
+    c.batch_size = 128
+    c.eval_batch_size = 500
+    # Progressive resizing: one 1cycle fit per (size, epochs) stage, the weights carried from one to the next.
+    c.sizes = (28, 56)
+    c.epochs = (2, 1)
+    c.learning_rate = 1e-2
+    c.weight_decay = 1e-2
+    c.one_cycle = ml_collections.ConfigDict(dict(
+        pct_start=0.25, div_factor=25.0, final_div_factor=1e4, max_momentum=0.95, min_momentum=0.85))
+    # Training augmentation (research/augment.py). The mosaics' items are upright product photos, so the
+    # symmetries of the square (`dihedral`, right for satellite images) are off by default.
+    c.augment = ml_collections.ConfigDict(dict(dihedral=False, crop_padding=2, max_zoom=1.0, brightness=0.0,
+                                               contrast=0.0))
+    c.tta = True  # views follow the augmentation: the 8 symmetries (dihedral) and/or 1-pixel shifts
+    c.tta_beta = ml_collections.config_dict.placeholder(float)  # weight of the plain view; None: one view of all
+    c.beta = 2.0  # the F-beta to maximise (2: the planet competition's F2)
+    c.per_class_thresholds = True  # False: one threshold for all classes
+    c.log_every = 50
+    if preset == "small":  # a quick run on the small mosaics (tests)
+        c.data_config = "small"
+        c.model.update(stem_width=16, stage_widths=(16, 32, 64), stage_sizes=(1, 1, 1))
+        c.batch_size = 50
+        c.epochs = (6, 1)
+        c.learning_rate = 2e-2
+    return c
+
+
+def make_model(config) -> ResNet:
+    """A small ResNet (global pooling, so any input size) with fastai's concat-pool head: max pooling finds
+    an item in one cell of the mosaic as well as in all four."""
+    m = config.model
+    return ResNet(stage_sizes=tuple(m.stage_sizes), block_cls=BasicBlock, num_classes=fashion_mosaics.NUM_CLASSES,
+                  stage_widths=tuple(m.stage_widths), stage_strides=tuple(m.stage_strides),
+                  stem_width=m.stem_width, stem_kernel=3, stem_stride=m.stem_stride, stem_pool=False,
+                  head=functools.partial(FastaiHead, hidden=(), dropout=m.head_dropout))
+
+
+def make_augment_fn(config, size: int):
+    """The training augmentation, then the resize to this stage's `size` (all inside the batch's jit)."""
+    a = config.augment
+    fns = []
+    if a.dihedral:
+        fns.append(augment.random_dihedral)
+    if a.crop_padding:
+        fns.append(functools.partial(augment.random_crop_with_padding, padding=a.crop_padding, pad_mode="edge"))
+    if a.max_zoom > 1:
+        fns.append(functools.partial(augment.random_zoom, max_zoom=a.max_zoom))
+    if a.brightness or a.contrast:
+        fns.append(functools.partial(augment.random_brightness_contrast, brightness=a.brightness,
+                                     contrast=a.contrast))
+    fns.append(lambda rng, images: augment.resize(images, size))
+    return augment.compose(*fns)
+
+
+def make_tx(config, total_steps: int):
+    cycle = config.one_cycle
+    learning_rate = schedules.one_cycle(total_steps, config.learning_rate, cycle.pct_start, cycle.div_factor,
+                                        cycle.final_div_factor)
+    momentum = schedules.one_cycle_momentum(total_steps, cycle.pct_start, cycle.max_momentum, cycle.min_momentum)
+    return optimizers.make_optimizer("adamw", learning_rate, momentum, config.weight_decay, b2=0.99)
+
+
+def probabilities_at(state, images, size: int, config, mesh, mean: float, std: float, tta: bool) -> np.ndarray:
+    """Sigmoid probabilities of `images` resized to `size`; with `tta`, mixed with those of the views that
+    follow the training augmentation."""
+    predict = lambda state, x: multilabel.predict(state, augment.resize(x, size))
+    views = None
+    if tta:
+        views = functools.partial(augment.tta_views, dihedral_group=config.augment.dihedral,
+                                  shift_pixels=min(config.augment.crop_padding, 1), pad_mode="edge")
+    return predict_probabilities(predict, state, images, config.eval_batch_size, mesh, mean, std, views=views,
+                                 beta=config.tta_beta, activation=jax.nn.sigmoid)
+
+
+def scores(probabilities_NxK, labels_NxK, thresholds) -> dict[str, float]:
+    return {"f2": multilabel.mean_fbeta(probabilities_NxK, labels_NxK, thresholds, 2.0),
+            "f1": multilabel.mean_fbeta(probabilities_NxK, labels_NxK, thresholds, 1.0)}
+
+
+def search(config, probabilities_NxK, labels_NxK):
+    """(thresholds, F-beta on these labels): one for all classes, or one per class."""
+    if config.per_class_thresholds:
+        thresholds, fbeta = multilabel.search_class_thresholds(probabilities_NxK, labels_NxK, config.beta)
+        return [float(t) for t in thresholds], fbeta
+    return multilabel.search_threshold(probabilities_NxK, labels_NxK, config.beta)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains stage by stage, searches thresholds on validation, writes results.json into `workdir`."""
+    started = time.time()
+    os.makedirs(workdir, exist_ok=True)
+    mesh = sharding.make_mesh(config.num_devices or None)
+    load = lambda split: fashion_mosaics.load(split, config.data_dir or None, config.data_config)
+    (train_images, train_labels), (val_images, val_labels), (test_images, test_labels) = map(
+        load, ("train", "validation", "test"))
+    mean, std = float(train_images.mean() / 255), float(train_images.std() / 255)
+    model = make_model(config)
+    train_step = multilabel.make_train_step()
+    results = {"stages": []}
+
+    params = batch_stats = None
+    for stage, (size, epochs) in enumerate(zip(config.sizes, config.epochs)):
+        batches = InMemoryImages(train_images, train_labels, config.batch_size, mesh, config.seed + stage, mean,
+                                 std, make_augment_fn(config, size))
+        total_steps = epochs * batches.steps_per_epoch
+        state = create_train_state(model, make_tx(config, total_steps), jax.random.key(config.seed),
+                                   (1, size, size, 1))
+        if params is not None:  # progressive resizing: the previous stage's weights, a fresh 1cycle
+            state = state.replace(params=params, batch_stats=batch_stats)
+        evaluated = {}
+
+        def evaluate(state, size=size, evaluated=evaluated):
+            probabilities = probabilities_at(state, val_images, size, config, mesh, mean, std, tta=False)
+            evaluated.update({f"val_{k}_at_0.5": v for k, v in scores(probabilities, val_labels, 0.5).items()})
+            return dict(evaluated)
+
+        stage_started = time.time()
+        state = trainer.train(state=state, train_step=train_step, batches=batches, num_steps=total_steps,
+                              mesh=mesh, seed=config.seed + stage,
+                              workdir=os.path.join(workdir, f"stage{stage}_{size}px"), evaluate=evaluate,
+                              checkpoint_every=total_steps, log_every=config.log_every)
+        params, batch_stats = state.params, state.batch_stats
+        if not evaluated:  # resumed from this stage's final checkpoint
+            evaluate(state)
+        results["stages"].append({"size": size, "epochs": epochs, "steps": total_steps,
+                                  "seconds": time.time() - stage_started, **evaluated})
+
+    # Thresholds from the validation mosaics, scores on the held-out test mosaics (one pass over both).
+    size, num_val = config.sizes[-1], len(val_labels)
+    both_images = np.concatenate([val_images, test_images])
+    for name, tta in [("", config.tta), ("_no_tta", False)] if config.tta else [("", False)]:
+        probabilities = probabilities_at(state, both_images, size, config, mesh, mean, std, tta)
+        thresholds, val_fbeta = search(config, probabilities[:num_val], val_labels)
+        results.update({f"threshold{name}": thresholds, f"val_fbeta{name}": val_fbeta,
+                        **{f"test_{k}{name}": v for k, v in
+                           scores(probabilities[num_val:], test_labels, thresholds).items()}})
+    results.update({"test_examples": len(test_labels), "tta": config.tta, "total_seconds": time.time() - started,
+                    "devices": f"{mesh.size} x {jax.devices()[0].device_kind}"})
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "results.json"), "w") as f:
+            json.dump(results, f, indent=2)
+    return results
