@@ -11,8 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import tensorflow_datasets as tfds
 
-from experiments import fashion_transfer
+from experiments import dogs_vs_cats, fashion_transfer, pets
 from research import classification, optimizers
 from research.data.in_memory import normalise
 from research.errors import InputError
@@ -149,15 +150,14 @@ def _tiny_transfer_config(data_dir: str):
     c.data_dir = data_dir
     c.train_examples = 6000  # about 3000 source images (23 pretraining steps) and 600 per target class
     c.test_examples = 1000
-    c.labelled_per_class = 20
+    c.labelled_per_class = (20,)
     c.model.stage_sizes = (1, 1, 1)
     c.model.stage_widths = (16, 32, 64)
     c.model.stem_width = 16
     c.head.hidden = (64,)
     c.pretrain.epochs = 1
-    c.small_batch_size = 25
-    c.head_phase.epochs = 3
-    c.finetune.cycle_len = 1
+    c.head_phase.steps = 12
+    c.finetune.cycle_steps = 4
     c.finetune.cycle_mult = 2
     c.finetune.num_cycles = 2
     c.scratch_learning_rates = (1e-2,)
@@ -169,13 +169,40 @@ def test_transfer_experiment_runs_every_phase(tfds_dir, tmp_path):
     workdir = str(tmp_path / "transfer")
     results = fashion_transfer.train_and_evaluate(config, workdir)
     with open(os.path.join(workdir, "results.json")) as f:
-        assert json.load(f)["gap_points"] == pytest.approx(results["gap_points"])
-    assert results["labelled_images"] == 100 and 400 < results["test_images"] < 600
+        assert json.load(f)["n20"]["gap_points"] == pytest.approx(results["n20"]["gap_points"])
+    n20 = results["n20"]
+    assert n20["labelled_images"] == 100 and 400 < results["test_images"] < 600
     assert results["pretrain_source_test_accuracy"] > 0.6  # 23 steps on classes 0-4
-    assert results["head_test_accuracy"] > 0.4  # a new head on the frozen body, classes 5-9
-    assert results["finetuned_test_accuracy"] > 0.5
-    # SGDR: a checkpoint at the end of each cycle (1 and 2 epochs of 4 steps).
-    assert sorted(os.listdir(os.path.join(workdir, "finetune", "checkpoints"))) == ["12", "4"]
+    assert n20["head_test_accuracy"] > 0.4  # a new head on the frozen body, classes 5-9
+    assert n20["finetuned_test_accuracy"] > 0.5
+    assert n20["gap_points"] == pytest.approx(100 * (n20["finetuned_test_accuracy"] - n20["scratch_test_accuracy"]))
+    # SGDR: a checkpoint at the end of each cycle (cycles of 4 and 8 steps end at steps 4 and 12).
+    assert sorted(os.listdir(os.path.join(workdir, "n20", "finetune", "checkpoints"))) == ["12", "4"]
     # Each phase's final checkpoint is in its own sub-workdir, where a rerun resumes (trainer.train).
-    for phase, step in (("pretrain", 23), ("head", 12), ("scratch_lr0.01", 24)):
+    for phase, step in (("pretrain", 23), ("n20/head", 12), ("n20/scratch_lr0.01", 24)):
         assert str(step) in os.listdir(os.path.join(workdir, phase, "checkpoints")), phase
+
+
+def test_pets_wiring_on_tfds_mock_examples(tmp_path):
+    """The cloud experiment's flow (TFDS images, head on a frozen body, unfreeze, TTA) on TFDS's mock examples
+    with a tiny random-weight ResNet at 32 px: no network, no pretrained weights."""
+    config = pets.get_config()
+    config.update(dict(weights="", arch="resnet18", stage_sizes=(1, 1), stage_widths=(8, 16),
+                       image_size=32, batch_size=4, eval_batch_size=4))
+    config.augment.update(dict(max_degrees=0.0, brightness=0.0, contrast=0.0))
+    config.head.hidden = (8,)
+    config.head_phase.epochs = 1
+    config.finetune.num_cycles = 1
+    with tfds.testing.mock_data(num_examples=8, policy=tfds.testing.MockPolicy.USE_CODE):
+        results = pets.train_and_evaluate(config, str(tmp_path))
+    assert results["classes"] == 37 and results["test_images"] == 8
+    assert 0.0 <= results["test_accuracy_tta"] <= 1.0
+    assert os.listdir(tmp_path / "finetune" / "checkpoints") == ["2"]  # 8 images, batch 4: one cycle of 2 steps
+
+
+def test_dogs_vs_cats_reads_tfds_cats_vs_dogs():
+    config = dogs_vs_cats.get_config()
+    config.image_size = 16
+    with tfds.testing.mock_data(num_examples=20, policy=tfds.testing.MockPolicy.USE_CODE):
+        train, test = pets.load_images(config)
+    assert train.class_names == test.class_names == ("cat", "dog") and train.images.shape[1:] == (16, 16, 3)
