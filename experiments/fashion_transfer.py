@@ -18,7 +18,12 @@ n100/finetune/, n100/scratch_lr0.01/, ...), so rerunning the command resumes whe
 Run:
   .venv/bin/python scripts/train.py --config experiments/fashion_transfer.py --workdir runs/fashion_transfer
 
-Reaches: see RESULTS below (measured on a 2-core CPU).
+Measured on a 2-core CPU shared with other jobs (531 s for the whole command, 302 s of it pretraining): the
+pretrained body reaches 93.04% on classes 0-4; on classes 5-9 (5000 test images)
+  10 labelled images per class:  fine-tuned 88.50%, from scratch 86.70% (best of the grid, lr 3e-2): +1.80 points
+  100 labelled images per class: fine-tuned 92.18%, from scratch 91.72% (lr 1e-2): +0.46 points
+Transfer helps, but far less than ImageNet features help on pets: a body that learnt tops, trousers and dresses
+knows little about sandals, sneakers, boots and bags, and those classes are easy to learn from few images.
 """
 
 import functools
