@@ -1,14 +1,16 @@
 """Lesson 2 offline: multi-label classification of Fashion-MNIST mosaics (a stand-in for the planet data).
 
-Sigmoid outputs and binary cross-entropy; top-down augmentation (the 8 symmetries of the square, a mild
-zoom, lighting); progressive resizing as in the planet lesson (1cycle at 28 px, then 1cycle at 56 px, the
-weights carried over); thresholds searched for the best F2 on the validation mosaics (test-time augmented
-over the 8 symmetries), then F2 and F1 on the held-out test mosaics at those thresholds.
+Sigmoid outputs and binary cross-entropy; light augmentation (1-pixel shifts); progressive resizing as in
+the planet lesson (1cycle at 28 px, then 1cycle at 56 px, the weights carried over); per-class thresholds
+searched for the best F2 on the validation mosaics, then F2 and F1 on the 10k held-out test mosaics at those
+thresholds, with and without test-time augmentation.
 
 Run:
   .venv/bin/python scripts/train.py --config experiments/fashion_mosaics_multilabel.py --workdir runs/mosaics
 
-Reaches (measured on the 2-core CPU): see RESULTS below; results.json in the workdir holds the numbers.
+Reaches (measured on the 2-core CPU, shared with other jobs at the time): test F2 0.932 (0.932 without
+TTA), F1 0.898; validation F2 0.937. 1 epoch at 28 px + 2 at 56 px of 40k mosaics, 775 s for the whole
+command (105 s + 509 s of training), the mosaics already built (building them takes ~1-2 min once).
 """
 
 import functools
@@ -45,14 +47,14 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.eval_batch_size = 500
     # Progressive resizing: one 1cycle fit per (size, epochs) stage, the weights carried from one to the next.
     c.sizes = (28, 56)
-    c.epochs = (2, 1)
+    c.epochs = (1, 2)
     c.learning_rate = 1e-2
     c.weight_decay = 1e-2
     c.one_cycle = ml_collections.ConfigDict(dict(
         pct_start=0.25, div_factor=25.0, final_div_factor=1e4, max_momentum=0.95, min_momentum=0.85))
     # Training augmentation (research/augment.py). The mosaics' items are upright product photos, so the
     # symmetries of the square (`dihedral`, right for satellite images) are off by default.
-    c.augment = ml_collections.ConfigDict(dict(dihedral=False, crop_padding=2, max_zoom=1.0, brightness=0.0,
+    c.augment = ml_collections.ConfigDict(dict(dihedral=False, crop_padding=1, max_zoom=1.0, brightness=0.0,
                                                contrast=0.0))
     c.tta = True  # views follow the augmentation: the 8 symmetries (dihedral) and/or 1-pixel shifts
     c.tta_beta = ml_collections.config_dict.placeholder(float)  # weight of the plain view; None: one view of all

@@ -21,6 +21,8 @@ RANDOM_AUGMENTATIONS = {
     "rotation": functools.partial(augment.random_rotation, max_degrees=15.0),
     "brightness_contrast": functools.partial(augment.random_brightness_contrast, brightness=0.2, contrast=0.2),
     "padded_crop": functools.partial(augment.random_crop_with_padding, padding=2),
+    "padded_crop_edge_half": functools.partial(augment.random_crop_with_padding, padding=1, pad_mode="edge",
+                                               probability=0.5),
     "all": augment.compose(augment.random_dihedral, augment.random_resized_crop, augment.random_rotation,
                            augment.random_brightness_contrast),
 }
@@ -76,6 +78,17 @@ def test_warps_agree_with_independent_implementations(batch):
     # Bilinear resampling mixes pixels convexly: no value leaves the image's range.
     out = augment.random_resized_crop(jax.random.key(1), batch)
     assert float(out.min()) >= float(batch.min()) - 1e-5 and float(out.max()) <= float(batch.max()) + 1e-5
+
+
+def test_padded_crop_shifts_a_share_of_the_images_and_repeats_edges():
+    images = jax.random.uniform(jax.random.key(0), (256, 6, 6, 1))
+    out = np.asarray(augment.random_crop_with_padding(jax.random.key(1), images, 1, "edge", probability=0.5))
+    unchanged = [np.array_equal(o, i) for o, i in zip(out, np.asarray(images))]
+    assert 0.45 < np.mean(unchanged) < 0.65  # half left alone, plus the 1/9 of the rest drawn at offset (1, 1)
+    # Each output is its input translated by at most one pixel, with the edge repeated into the gap.
+    for o, i in zip(out, np.asarray(images)):
+        padded = np.pad(i, ((1, 1), (1, 1), (0, 0)), mode="edge")
+        assert any(np.array_equal(o, padded[dy:dy + 6, dx:dx + 6]) for dy in range(3) for dx in range(3))
 
 
 def test_dihedral_group_closure_on_an_asymmetric_image():
