@@ -17,7 +17,7 @@ def test_lr_find_cli_writes_curve_and_suggestions(tmp_path, tfds_dir, seeds, com
         [sys.executable, os.path.join(REPO_ROOT, "scripts", "lr_find.py"),
          "--config", os.path.join(REPO_ROOT, "experiments", "fashion_mnist.py"), "--workdir", str(tmp_path),
          f"--seeds={seeds}", f"--config.data_dir={tfds_dir}", "--config.train_examples=2048",
-         "--config.batch_size=64", "--config.lr_find.num_steps=30", "--config.lr_find.start_lr=1e-5",
+         "--config.batch_size=32", "--config.lr_find.num_steps=20", "--config.lr_find.start_lr=1e-5",
          f"--config.lr_find.compiled={compiled}"],
         capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
