@@ -11,11 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from research.classification import predict
+from research import classification
 from research.errors import InputError
 from research.train_state import TrainState
 
 DEFAULT_THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.01), 2)
+
+predict = classification.predict  # logits in eval mode; probabilities are their sigmoid
 
 
 def binary_cross_entropy(logits_BxK: jax.Array, targets_BxK: jax.Array) -> jax.Array:
