@@ -68,3 +68,12 @@ def test_padded_eval_batches_mask_every_example_once():
     assert [b["image"].shape[0] for b in batches] == [10, 10, 10]
     assert sum(int(b["mask"].sum()) for b in batches) == 25
     np.testing.assert_array_equal(np.concatenate([b["label"][b["mask"]] for b in batches]), labels)
+
+
+def test_padded_batches_pad_only_the_batch_axis_of_multi_hot_labels():
+    labels_Nx3 = np.arange(15, dtype=np.float32).reshape(5, 3)
+    batches = list(padded_batches(np.ones((5, 2, 2, 1), np.uint8), labels_Nx3, 4))
+    assert [b["label"].shape for b in batches] == [(4, 3), (4, 3)]
+    np.testing.assert_array_equal(batches[1]["label"][0], labels_Nx3[4])
+    np.testing.assert_array_equal(batches[1]["label"][1:], 0)
+    assert batches[1]["mask"].tolist() == [True, False, False, False]

@@ -98,4 +98,4 @@ def padded_batches(images_NxHxWxC: np.ndarray, labels_N: np.ndarray, batch_size:
         pad = batch_size - len(labels)
         mask = np.concatenate([np.ones(len(labels), bool), np.zeros(pad, bool)])
         yield {"image": np.pad(images, [(0, pad)] + [(0, 0)] * (images.ndim - 1)),
-               "label": np.pad(labels, (0, pad)), "mask": mask}
+               "label": np.pad(labels, [(0, pad)] + [(0, 0)] * (labels.ndim - 1)), "mask": mask}
