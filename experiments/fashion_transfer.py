@@ -46,7 +46,6 @@ from research.models.head import FastaiHead
 from research.train_state import TrainState, create_train_state
 
 MEAN, STD = lesson1.MEAN, lesson1.STD
-HEAD = ("^[a-z_]+/(fc|head)/",)  # variables of the classifier, in load_into's names ("params/fc/kernel")
 
 
 def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
@@ -173,7 +172,7 @@ def transfer_and_baseline(config, body: dict, body_init: dict, target_train, eva
     initial = pretrained.load_into(shapes, {
         c: {**{k: v for k, v in body_init[c].items() if k != "fc"}, "head": head_init[c]} for c in shapes},
         source="the initial body and new head")
-    variables = pretrained.load_into(initial, body, HEAD, source="the pretrained body")
+    variables = pretrained.load_into(initial, body, pretrained.HEAD_VARIABLES, source="the pretrained body")
     results, seconds = {}, {}
 
     started = time.time()

@@ -32,7 +32,6 @@ from research.models.head import FastaiHead
 from research.train_state import TrainState
 
 ARCHITECTURES = {"resnet18": resnet.resnet18, "resnet34": resnet.resnet34, "resnet50": resnet.resnet50}
-HEAD = ("^[a-z_]+/(fc|head)/",)
 
 
 def get_config(preset: str = "default") -> ml_collections.ConfigDict:

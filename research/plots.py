@@ -33,9 +33,7 @@ def lr_find(path: str, result, xlabel: str | None = None) -> None:
     ax.set_xlabel(xlabel or result.hyperparam.replace("_", " "))
     ax.set_ylabel("training loss")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def confusion_matrix(labels_N: np.ndarray, predictions_N: np.ndarray, num_classes: int) -> np.ndarray:
@@ -64,9 +62,7 @@ def plot_confusion_matrix(path: str, counts_KxK: np.ndarray, class_names) -> Non
     ax.set_ylabel("actual")
     accuracy = np.trace(counts_KxK) / max(counts_KxK.sum(), 1)
     ax.set_title(f"confusion matrix ({counts_KxK.sum()} examples, accuracy {accuracy:.2%})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_most_confused(path: str, pairs, top: int = 15) -> None:
@@ -86,9 +82,7 @@ def plot_most_confused(path: str, pairs, top: int = 15) -> None:
         ax.set_yticks([])
     ax.set_xlabel("examples")
     ax.set_title("most confused: actual \u2192 predicted")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def top_losses(probabilities_NxK: np.ndarray, labels_N: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -116,9 +110,7 @@ def plot_top_losses(path: str, images_NxHxWxC: np.ndarray, probabilities_NxK: np
     for ax in np.ravel(axes):
         ax.axis("off")
     fig.suptitle("top losses: predicted / actual, loss / probability of actual", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_cams(path: str, images_NxHxWxC: np.ndarray, maps_NxHxW: np.ndarray, titles, cols: int = 3) -> None:
@@ -136,6 +128,10 @@ def plot_cams(path: str, images_NxHxWxC: np.ndarray, maps_NxHxW: np.ndarray, tit
     for ax in np.ravel(axes):
         ax.axis("off")
     fig.suptitle("class activation maps of the predicted class (actual \u2192 predicted, probability)", fontsize=10)
+    _save(fig, path)
+
+
+def _save(fig, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

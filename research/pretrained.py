@@ -329,9 +329,14 @@ def load_into(variables: Mapping, loaded: Mapping, skip: Sequence[str] = (), sou
     return jax.tree_util.tree_map_with_path(pick, dict(variables))
 
 
+# The classifier's variables in `load_into`'s names ("params/fc/kernel", "batch_stats/head/bn/mean"): torchvision's
+# `fc` or a new fastai `head`, which keep their own initialisation when a body is loaded.
+HEAD_VARIABLES = ("^[a-z_]+/(fc|head)/",)
+
+
 def load_torchvision_resnet(path: str, variables: Mapping, skip_head: bool = True) -> dict:
     """A torchvision/timm ResNet checkpoint (.pth or .safetensors) loaded into a model's `variables`.
 
     With skip_head, the classifier (`fc`, or a new `head`) keeps its own initialisation."""
-    skip = ("^[a-z_]+/(fc|head)/",) if skip_head else ()
+    skip = HEAD_VARIABLES if skip_head else ()
     return load_into(variables, torchvision_resnet_variables(read_state_dict(path)), skip, source=path)
