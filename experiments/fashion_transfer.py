@@ -24,6 +24,14 @@ pretrained body reaches 93.04% on classes 0-4; on classes 5-9 (5000 test images)
   100 labelled images per class: fine-tuned 92.18%, from scratch 91.72% (lr 1e-2): +0.46 points
 Transfer helps, but far less than ImageNet features help on pets: a body that learnt tops, trousers and dresses
 knows little about sandals, sneakers, boots and bags, and those classes are easy to learn from few images.
+
+How much room there is (idle 2-core CPU, 170 s): pretraining on the target classes themselves, all 30k labelled
+training images of classes 5-9, reaches 97.20% on their test images (the ceiling of this model and schedule);
+that body, given the new head and fine-tuned on the 500 images, 96.60%, against 92.06% from scratch: +4.54
+points. Even a body that has already seen every target class falls short of +5 at 100 images per class.
+  .venv/bin/python scripts/train.py --config experiments/fashion_transfer.py --workdir runs/transfer_oracle \
+      --config.source_classes='(5,6,7,8,9)' --config.labelled_per_class='(100,)' \
+      --config.scratch_learning_rates='(1e-2,)'
 """
 
 import functools
