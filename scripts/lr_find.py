@@ -2,6 +2,8 @@
 
   .venv/bin/python scripts/lr_find.py --config experiments/fashion_mnist.py --workdir runs/lr_find [--seeds 3]
 
+Several hosts: the same command on every host with the --distributed flags of scripts/train.py.
+
 The experiment module provides `lr_find(config, workdir, num_seeds)`. With --seeds K > 1, K initialisations
 and data orders are swept in one vmapped program and the plot shows their mean and range.
 """
@@ -11,6 +13,8 @@ import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from scripts import distributed_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment file, experiments/NAME.py[:preset].",
                                           lock_config=True)
@@ -27,6 +31,7 @@ def main(argv):
     from research.errors import InputError
     experiment = load_experiment(flags.FLAGS["config"].config_filename)
     try:
+        distributed_flags.start()
         result = experiment.lr_find(_CONFIG.value, _WORKDIR.value, num_seeds=_SEEDS.value)
     except InputError as e:
         sys.exit(f"error: {e}")

@@ -5,7 +5,7 @@ suggested rate, and prints their test accuracies side by side.
       --rates 1e-3,3e-3,1e-2,3e-2,1e-1,3e-1
 
 Each run has its own workdir under --workdir (so an interrupted grid resumes); the table is also written to
-DIR/lr_grid.json.
+DIR/lr_grid.json. Several hosts: the same command on every host with the --distributed flags of scripts/train.py.
 """
 
 import json
@@ -14,6 +14,8 @@ import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from scripts import distributed_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment file, experiments/NAME.py[:preset].",
                                           lock_config=True)
@@ -30,6 +32,7 @@ def main(argv):
     from research.errors import InputError
     from research.trainer import NonFiniteError, Preempted
     try:
+        distributed_flags.start()
         run_grid()
     except (InputError, NonFiniteError) as e:
         sys.exit(f"error: {e}")
@@ -38,6 +41,7 @@ def main(argv):
 
 
 def run_grid():
+    import jax
     from scripts.experiment_file import load_experiment  # after sys.path holds the repository root
     experiment = load_experiment(flags.FLAGS["config"].config_filename)
     config = _CONFIG.value
@@ -56,6 +60,8 @@ def run_grid():
     gap = best[_METRIC.value] - rows[-1][_METRIC.value]
     print(f"best of grid: lr={best['learning_rate']:.3g} {best[_METRIC.value]:.4f}; "
           f"suggested lr={suggested:.3g} {rows[-1][_METRIC.value]:.4f}; gap {gap:+.4f}")
+    if jax.process_index() != 0:  # one writer
+        return
     with open(os.path.join(_WORKDIR.value, "lr_grid.json"), "w") as f:
         json.dump({"rows": rows, "suggestions": found.suggestions, "gap_to_best": gap}, f, indent=2)
 

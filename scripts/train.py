@@ -15,15 +15,12 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from scripts import distributed_flags
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment file, experiments/NAME.py[:preset].",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, plots and results.json.")
 flags.mark_flags_as_required(["config", "workdir"])
-_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Start jax's distributed runtime (one process per host). "
-                                 "Also on when JAX_COORDINATOR_ADDRESS is set, in a SLURM job step, on a TPU VM.")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (implies --distributed).")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (implies --distributed).")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's id, 0..num_processes-1 (implies --distributed).")
 
 
 def main(argv):
@@ -31,12 +28,11 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)  # keep library INFO chatter (orbax, tfds) out of the progress bar
     from scripts.experiment_file import load_experiment  # after sys.path holds the repository root
-    from research import distributed
     from research.errors import InputError
     from research.trainer import NonFiniteError, Preempted
     experiment = load_experiment(flags.FLAGS["config"].config_filename)
     try:
-        distributed.maybe_initialize(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+        distributed_flags.start()
         results = experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except (InputError, NonFiniteError) as e:
         sys.exit(f"error: {e}")

@@ -113,10 +113,11 @@ def test_eight_devices_train_like_one(mesh_runs):
         assert int(np.prod(shard)) * 4 == int(np.prod(shape)), (shape, shard)
 
 
-def test_incomplete_distributed_flags_fail_with_one_line(tmp_path, tfds_dir):
+@pytest.mark.parametrize("script", ["train.py", "lr_find.py", "lr_grid.py"])
+def test_incomplete_distributed_flags_fail_with_one_line(tmp_path, tfds_dir, script):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "SLURM_"))}
-    run = subprocess.run(_cli(tmp_path, tfds_dir, "--num_processes=2", "--process_id=1"), capture_output=True,
-                         text=True, timeout=120, env=env)
+    run = subprocess.run(_cli(tmp_path, tfds_dir, "--num_processes=2", "--process_id=1", script=script),
+                         capture_output=True, text=True, timeout=120, env=env)
     assert run.returncode == 1
     last_line = run.stderr.strip().splitlines()[-1]
     assert last_line.startswith("error: distributed initialisation failed: coordinator_address"), last_line
@@ -130,9 +131,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _cli(workdir, tfds_dir, *flags) -> list[str]:
+def _cli(workdir, tfds_dir, *flags, script="train.py") -> list[str]:
     overrides = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
-    return [sys.executable, os.path.join(REPO_ROOT, "scripts", "train.py"),
+    return [sys.executable, os.path.join(REPO_ROOT, "scripts", script),
             "--config", os.path.join(REPO_ROOT, "experiments", "fashion_mnist.py"), "--workdir", str(workdir),
             f"--config.data_dir={tfds_dir}", *overrides, *flags]
 
