@@ -106,12 +106,14 @@ def load(split: str, data_dir: str | None = None, limit: int | None = None) -> t
     return read_all(builder.as_data_source(split=split), limit=limit)
 
 
-def read_all(source, chunk: int = 5000, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Reads every record (or the first `limit`) of a TFDS data source into two numpy arrays."""
+def read_all(source, chunk: int = 5000, limit: int | None = None,
+             label_key: str = "label") -> tuple[np.ndarray, np.ndarray]:
+    """Reads every record (or the first `limit`) of a TFDS data source into two numpy arrays: the images and
+    the int32 `label_key` feature (one per record, or one row per record for multi-hot labels)."""
     images, labels = [], []
     size = min(len(source), limit) if limit else len(source)
     for start in range(0, size, chunk):
         records = source.__getitems__(list(range(start, min(start + chunk, size))))
         images.extend(r["image"] for r in records)
-        labels.extend(r["label"] for r in records)
+        labels.extend(r[label_key] for r in records)
     return np.stack(images), np.asarray(labels, np.int32)

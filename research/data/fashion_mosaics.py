@@ -97,10 +97,5 @@ def load(split: str, data_dir: str | None = None, config: str = "default") -> tu
     """Builds the ArrayRecord dataset if needed; returns (images N x 56 x 56 x 1 uint8, labels N x 10 float32)."""
     builder = FashionMosaics(config=config, data_dir=data_dir, file_format="array_record")
     builder.download_and_prepare()
-    source = builder.as_data_source(split=split)
-    images, labels = [], []
-    for start in range(0, len(source), 5000):
-        records = source.__getitems__(list(range(start, min(start + 5000, len(source)))))
-        images.extend(r["image"] for r in records)
-        labels.extend(r["labels"] for r in records)
-    return np.stack(images), np.stack(labels).astype(np.float32)
+    images, labels = fashion_mnist.read_all(builder.as_data_source(split=split), label_key="labels")
+    return images, labels.astype(np.float32)
