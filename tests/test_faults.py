@@ -118,6 +118,20 @@ def start_and_wait_for_step(workdir, tfds_dir, cache_dir, step: int, out) -> sub
     raise AssertionError(f"training ended (rc {proc.returncode}) or timed out before step {step}")
 
 
+def signal_at_random_step(tmp_path, name: str, tfds_dir, cache_dir, sig):
+    """Runs the TINY command in tmp_path/name (output in tmp_path/name.log), sends `sig` at a random step after
+    the first checkpoint and waits for the exit; returns (workdir, the step aimed at, the return code, seconds
+    from the signal to the exit)."""
+    aim = random.Random().randrange(FIRST_CHECKPOINT + 1, NUM_STEPS - 4)
+    workdir = tmp_path / name
+    with open(tmp_path / f"{name}.log", "w") as out:
+        proc = start_and_wait_for_step(workdir, tfds_dir, cache_dir, aim, out)
+        sent = time.time()
+        proc.send_signal(sig)
+        returncode = proc.wait(timeout=60)
+    return workdir, aim, returncode, time.time() - sent
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, tfds_dir):
     return shared_run(tmp_path_factory, tfds_dir)
@@ -125,12 +139,8 @@ def reference(tmp_path_factory, tfds_dir):
 
 def test_sigkill_then_rerun_equals_uninterrupted_run(tmp_path, tfds_dir, reference):
     cache_dir, straight = reference
-    kill_at = random.Random().randrange(FIRST_CHECKPOINT + 1, NUM_STEPS - 4)
-    workdir = tmp_path / "killed"
-    with open(tmp_path / "killed.log", "w") as out:
-        proc = start_and_wait_for_step(workdir, tfds_dir, cache_dir, kill_at, out)
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=60) == -signal.SIGKILL
+    workdir, kill_at, returncode, _ = signal_at_random_step(tmp_path, "killed", tfds_dir, cache_dir, signal.SIGKILL)
+    assert returncode == -signal.SIGKILL
     killed_at = max(line["step"] for line in logged(workdir))
     resumed_from = Checkpointer(str(workdir / "checkpoints")).latest_step()
     context = f"killed at step {killed_at} (aimed at {kill_at}), resumed from {resumed_from}"
@@ -147,14 +157,8 @@ def test_sigkill_then_rerun_equals_uninterrupted_run(tmp_path, tfds_dir, referen
 
 def test_sigterm_saves_the_current_step_and_exits_0_within_30_seconds(tmp_path, tfds_dir, reference):
     cache_dir, _ = reference
-    signal_at = random.Random().randrange(FIRST_CHECKPOINT + 1, NUM_STEPS - 4)
-    workdir = tmp_path / "preempted"
-    with open(tmp_path / "preempted.log", "w") as out:
-        proc = start_and_wait_for_step(workdir, tfds_dir, cache_dir, signal_at, out)
-        sent = time.time()
-        proc.send_signal(signal.SIGTERM)
-        returncode = proc.wait(timeout=60)
-        seconds = time.time() - sent
+    workdir, signal_at, returncode, seconds = signal_at_random_step(tmp_path, "preempted", tfds_dir, cache_dir,
+                                                                    signal.SIGTERM)
     with open(tmp_path / "preempted.log") as f:
         output = f.read()
     assert returncode == 0, output[-3000:]
