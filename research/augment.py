@@ -1,8 +1,8 @@
 """Image augmentation inside jit: pure functions `(rng, images_BxHxWxC) -> images_BxHxWxC`.
 
 Every example draws its own parameters from `rng`, so the same key gives the same batch and a new key a new
-one. They run on normalised float images (after `in_memory.normalise`) and compose with `compose(...)` into
-one `augment_fn` for `InMemoryImages`. Geometric transforms resample bilinearly and fill what falls outside
+one. They run on normalised float images (after `data.arrays.normalise`) and compose with `compose(...)` into
+one `augment_fn` for `data.arrays.image_batches`. Geometric transforms resample bilinearly and fill what falls outside
 the image with the nearest edge pixel (Fashion-MNIST's edges are background). Parameters that mean "no
 change" (rotation 0, crop scale 1, brightness 0) return the input exactly.
 

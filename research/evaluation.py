@@ -1,4 +1,5 @@
-"""Evaluation over a whole array dataset: padded batches with a mask, so every example counts once."""
+"""Evaluation over a whole in-memory dataset (a dict of named arrays): padded batches with a mask, so every
+example counts once, compiled once over the mesh."""
 
 from typing import Callable
 
@@ -7,31 +8,45 @@ import numpy as np
 from jax.sharding import Mesh
 
 from research import augment, sharding
-from research.data.in_memory import normalise, padded_batches
-from research.trainer import means
+from research.data.arrays import normalise, padded_batches
+from research.tasks.steps import means
+
+Prepare = Callable[[dict], dict]  # a batch -> the model's batch (e.g. normalised images), inside jit
 
 
-def make_evaluator(eval_step: Callable, images_NxHxWxC: np.ndarray, labels_N: np.ndarray, batch_size: int,
-                   mesh: Mesh, mean: float, std: float, prefix: str = "test_") -> Callable[[object], dict]:
-    """Returns `evaluate(state) -> {prefix + name: mean}` over the whole dataset, compiled once."""
+def make_evaluator(eval_step: Callable, arrays: dict[str, np.ndarray], batch_size: int, mesh: Mesh,
+                   prepare: Prepare | None = None, prefix: str = "valid_",
+                   finish: Callable[[dict], dict] = means) -> Callable[[object], dict[str, float]]:
+    """Returns `evaluate(state) -> {prefix + name: value}`: the task's summed metrics over every row of
+    `arrays`, then `finish` (the task's: means, or RMSE, IoU, ... from the sums)."""
     sharding.check_batch_divides(batch_size, mesh, "eval_batch_size")
-    step = _jit_on_mesh(lambda state, batch: eval_step(state, {**batch, "image": normalise(batch["image"], mean, std)}),
-                        mesh)
+    prepare = prepare or (lambda batch: batch)
+    step = _jit_on_mesh(lambda state, batch: eval_step(state, prepare(batch)), mesh)
 
     def evaluate(state) -> dict[str, float]:
         total = None
-        for batch in padded_batches(images_NxHxWxC, labels_N, batch_size):
+        for batch in padded_batches(arrays, batch_size):
             metrics = step(state, batch)
             total = metrics if total is None else jax.tree.map(lambda a, b: a + b, total, metrics)
-        return {prefix + k: v for k, v in means(jax.device_get(total)).items()}
+        return {prefix + k: v for k, v in finish(jax.device_get(total)).items()}
 
     return evaluate
 
 
+def predict_outputs(predict: Callable, state, arrays: dict[str, np.ndarray], batch_size: int, mesh: Mesh,
+                    prepare: Prepare | None = None) -> np.ndarray:
+    """`predict(state, batch)` over every row of `arrays` (N x ...), the padding dropped."""
+    prepare = prepare or (lambda batch: batch)
+    step = _jit_on_mesh(lambda state, batch: predict(state, prepare(batch)), mesh)
+    return np.concatenate([np.asarray(step(state, batch))[batch["mask"]]
+                           for batch in padded_batches(arrays, batch_size)])
+
+
 def predict_probabilities(predict: Callable, state, images_NxHxWxC: np.ndarray, batch_size: int, mesh: Mesh,
-                          mean: float, std: float, views: Callable | None = None, beta: float | None = None,
+                          mean, std, views: Callable | None = None, beta: float | None = None,
                           activation: Callable = jax.nn.softmax) -> np.ndarray:
-    """Probabilities (N x K): `activation` of the logits (softmax, or sigmoid for multi-label).
+    """Class probabilities (N x K) of images: `activation` of `predict(state, images)`'s logits (softmax, or
+    sigmoid for multi-label).
 
     With `views(images) -> [view, ...]` (e.g. `functools.partial(augment.tta_views, flip=True)`), test-time
     augmentation: beta * p(plain) + (1 - beta) * mean over the views; beta None weighs the plain image as one
@@ -42,11 +57,7 @@ def predict_probabilities(predict: Callable, state, images_NxHxWxC: np.ndarray, 
         probabilities_fn = lambda x: activation(predict(state, x))
         return augment.average_views(probabilities_fn, images, views(images) if views else [], beta)
 
-    step = _jit_on_mesh(probabilities, mesh)
-    labels = np.zeros(len(images_NxHxWxC), np.int32)
-    out = [np.asarray(step(state, batch))[batch["mask"]]
-           for batch in padded_batches(images_NxHxWxC, labels, batch_size)]
-    return np.concatenate(out)
+    return predict_outputs(probabilities, state, {"image": images_NxHxWxC}, batch_size, mesh)
 
 
 def _jit_on_mesh(fn: Callable, mesh: Mesh) -> Callable:

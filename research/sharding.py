@@ -61,8 +61,12 @@ def leaf_sharding(shape: tuple[int, ...], mesh: Mesh, min_size: int = MIN_FSDP_S
 
 
 def state_shardings(state, mesh: Mesh, min_size: int = MIN_FSDP_SIZE):
-    """The shardings of a train state (or any pytree of arrays) on `mesh`: one `leaf_sharding` per leaf."""
-    return jax.tree.map(lambda leaf: leaf_sharding(np.shape(leaf), mesh, min_size), state)
+    """The shardings of a train state (or any pytree of arrays) on `mesh`: one `leaf_sharding` per leaf, except
+    a train state's recurrent `carry`, which is batch-major and so split over the devices like a batch."""
+    shardings = jax.tree.map(lambda leaf: leaf_sharding(np.shape(leaf), mesh, min_size), state)
+    if getattr(state, "carry", None) is not None:
+        shardings = shardings.replace(carry=jax.tree.map(lambda _: batch_sharded(mesh), state.carry))
+    return shardings
 
 
 def host_to_global(array: np.ndarray, sharding: NamedSharding) -> jax.Array:

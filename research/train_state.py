@@ -1,4 +1,5 @@
-"""The train state: step, parameters, BatchNorm statistics and optimizer state, as one pytree."""
+"""The train state: step, parameters, BatchNorm statistics, optimizer state and an optional recurrent carry,
+as one pytree."""
 
 import functools
 from typing import Any
@@ -11,8 +12,12 @@ from flax.training import train_state
 
 
 class TrainState(train_state.TrainState):
-    """Flax's TrainState plus the model's non-trainable `batch_stats` collection."""
+    """Flax's TrainState plus the model's non-trainable state: `batch_stats` (BatchNorm) and `carry`, a recurrent
+    state carried from one batch to the next (e.g. an LSTM's hidden state over BPTT windows). The carry is
+    batch-major (every leaf's first axis is the batch), so `sharding.state_shardings` splits it like a batch;
+    None for models without one."""
     batch_stats: Any = None
+    carry: Any = None
 
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,

@@ -9,7 +9,7 @@ workdir, never a loss or a model.
   `skip_nonfinite`, such steps are skipped and counted) and no non-finite state is ever saved.
 - Fault tolerance: asynchronous orbax checkpoints (see `research.checkpoint`) on a schedule and at the end;
   a rerun with the same workdir resumes from the latest good one. Batches and step RNGs are pure functions
-  of (seed, step) (see `InMemoryImages`), so the step is the whole data position and a resumed run equals an
+  of (seed, step) (see `research.data.arrays`), so the step is the whole data position and a resumed run equals an
   uninterrupted one bit for bit. On SIGTERM (preemption) the loop finishes the current step, saves it,
   waits for the write and raises `Preempted`; scripts exit 0.
 """
@@ -30,6 +30,7 @@ from jax.sharding import Mesh
 from research import optimizers, sharding
 from research.checkpoint import Checkpointer
 from research.metric_writer import MetricWriter
+from research.tasks.steps import means
 
 
 class Preempted(Exception):
@@ -44,12 +45,6 @@ class BatchSource(Protocol):
     steps_per_epoch: int
 
     def batch(self, step: int) -> dict: ...
-
-
-def means(summed: dict) -> dict[str, float]:
-    """{name: sum} with a "count" entry -> {name: sum / count}."""
-    count = float(summed["count"])
-    return {k: float(v) / count for k, v in summed.items() if k != "count"}
 
 
 def jit_train_step(train_step: Callable, state, mesh: Mesh) -> Callable:

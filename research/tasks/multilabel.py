@@ -11,9 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from research import classification
 from research.errors import InputError
-from research.train_state import TrainState
+from research.tasks import classification, steps
 
 DEFAULT_THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.01), 2)
 
@@ -84,30 +83,20 @@ def summed_metrics(logits_BxK, targets_BxK, mask_B, threshold: float = 0.5) -> d
             "exact_match": summed(exact_B), "count": jnp.sum(mask_B)}
 
 
+def task() -> steps.Task:
+    """Mean binary cross-entropy; summed metrics at threshold 0.5."""
+    return steps.Task(
+        inputs=lambda batch: (batch["image"],),
+        loss=lambda logits_BxK, batch: jnp.mean(binary_cross_entropy(logits_BxK, batch["label"])),
+        metrics=lambda logits_BxK, batch, mask_B: summed_metrics(logits_BxK, batch["label"], mask_B))
+
+
 def make_train_step():
-    """Returns `train_step(state, batch, rng) -> (state, metrics)` for batches {"image", "label": B x K
-    multi-hot floats}: the mean binary cross-entropy, and summed metrics at threshold 0.5."""
-
-    def train_step(state: TrainState, batch: dict, rng: jax.Array):
-        def loss_fn(params):
-            logits_BxK, updates = state.apply_fn(
-                {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
-                mutable=["batch_stats"], rngs={"dropout": rng})
-            return jnp.mean(binary_cross_entropy(logits_BxK, batch["label"])), (logits_BxK, updates["batch_stats"])
-
-        (_, (logits_BxK, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-        metrics = summed_metrics(logits_BxK, batch["label"], jnp.ones(logits_BxK.shape[0]))
-        metrics["grad_norm"] = optax.tree.norm(grads) * metrics["count"]
-        return new_state, metrics
-
-    return train_step
+    """`train_step(state, batch, rng) -> (state, metrics)` for batches {"image", "label": B x K multi-hot}."""
+    return steps.make_train_step(task())
 
 
-def eval_step(state: TrainState, batch: dict) -> dict[str, jax.Array]:
-    """Summed metrics at threshold 0.5 over the batch's real examples (`mask`, when padded)."""
-    logits_BxK = predict(state, batch["image"])
-    return summed_metrics(logits_BxK, batch["label"], batch.get("mask", jnp.ones(logits_BxK.shape[0])))
+eval_step = steps.make_eval_step(task())
 
 
 def _check_shapes(probabilities_NxK, targets_NxK) -> None:
