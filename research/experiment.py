@@ -38,19 +38,26 @@ class Setup(NamedTuple):
     batches: object
 
 
+def optimizer(config, learning_rate, momentum=0.9, **groups) -> optax.GradientTransformation:
+    """`config.optimizer` (research/configs.optimizer) at `learning_rate` and `momentum` (floats or schedules).
+    `groups`: make_optimizer's lr_multipliers / frozen."""
+    o = config.optimizer
+    return optimizers.make_optimizer(o.name, learning_rate, momentum, o.weight_decay, o.nesterov, o.b2,
+                                     clip_norm=o.clip_norm or None, **groups)
+
+
 def one_cycle_optimizer(config, peak_lr: float, total_steps: int,
                         **groups) -> optax.GradientTransformation:
     """`config.optimizer` with 1cycle (`config.one_cycle`) on the rate and on momentum/beta1 over total_steps;
-    a constant rate (momentum 0.9) when total_steps is 0. `groups`: make_optimizer's lr_multipliers / frozen."""
-    o, learning_rate, momentum = config.optimizer, peak_lr, 0.9
+    a constant rate (momentum 0.9) when total_steps is 0."""
+    learning_rate, momentum = peak_lr, 0.9
     if total_steps:
         cycle = config.one_cycle
         learning_rate = schedules.one_cycle(total_steps, peak_lr, cycle.pct_start, cycle.div_factor,
                                             cycle.final_div_factor)
         momentum = schedules.one_cycle_momentum(total_steps, cycle.pct_start, cycle.max_momentum,
                                                 cycle.min_momentum)
-    return optimizers.make_optimizer(o.name, learning_rate, momentum, o.weight_decay, o.nesterov, o.b2,
-                                     clip_norm=o.clip_norm or None, **groups)
+    return optimizer(config, learning_rate, momentum, **groups)
 
 
 def lr_find(config, workdir: str, setup: Setup, num_seeds: int = 1) -> lr_finder.LRFindResult:
@@ -162,3 +169,39 @@ class Timer:
 
     def total(self) -> dict[str, float]:
         return {**self.seconds, "total": time.time() - self._started}
+
+
+def restore_trained(workdir: str, state: TrainState, best_metric: str = "", best_mode: str = "max") -> TrainState:
+    """The trained state of a finished run in `workdir`: its best checkpoint by `best_metric` (a validation
+    metric), else its latest, restored into `state`'s structure (a fresh `setup.create_state(...)`).
+
+    For prediction on new data (scripts/predict.py) and for re-scoring a finished run."""
+    from research.checkpoint import Checkpointer  # orbax only where a checkpoint is read
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), best_metric=best_metric or None,
+                                best_mode=best_mode)
+    try:
+        step = checkpointer.best_step() or checkpointer.latest_step()
+        if step is None:
+            raise InputError(f"{workdir}/checkpoints holds no checkpoint: train the run first")
+        return checkpointer.restore(step, state)[0]
+    finally:
+        checkpointer.close()
+
+
+def write_run_info(workdir: str, experiment_file: str, config: ml_collections.ConfigDict) -> None:
+    """workdir/run.json: which experiment file and config made this run (scripts/predict.py reads it)."""
+    if jax.process_index() != 0:
+        return
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "run.json"), "w") as f:
+        json.dump({"experiment": experiment_file, "config": config_json(config)}, f, indent=2)
+
+
+def read_run_info(workdir: str) -> tuple[str, dict]:
+    """(experiment file, config dict) that `write_run_info` recorded for a run."""
+    path = os.path.join(workdir, "run.json")
+    if not os.path.exists(path):
+        raise InputError(f"{path} does not exist: not a workdir of scripts/train.py")
+    with open(path) as f:
+        info = json.load(f)
+    return info["experiment"], info["config"]

@@ -6,12 +6,15 @@ at every position before the mean, cam_hxwxK = features_hxwxD @ kernel_DxK, show
 class's evidence lies; the mean of the map plus the bias is exactly the logit.
 """
 
+import os
 import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from research import plots
+from research.data.arrays import normalise
 from research.train_state import TrainState
 
 
@@ -80,3 +83,25 @@ def _interpolation(size: int, cells: int, stride: int) -> np.ndarray:
     (beyond the last centre, the last cell's value)."""
     position_S = np.clip(np.arange(size) / stride, 0, cells - 1)
     return np.maximum(0.0, 1.0 - np.abs(position_S[:, None] - np.arange(cells)[None, :])).astype(np.float32)
+
+
+def write_classification_report(workdir: str, state: TrainState, images_NxHxWxC: np.ndarray, labels_N: np.ndarray,
+                                probabilities_NxK: np.ndarray, class_names, mean, std, top_losses: int = 16) -> None:
+    """confusion_matrix.png, most_confused.png, top_losses.png and cam.png (class activation maps of the
+    predicted class on the first image of each class, at most 12) for a labelled image set.
+
+    Every process calls it (the class maps are computed on the whole mesh); process 0 alone writes."""
+    predictions_N = np.argmax(probabilities_NxK, -1)
+    shown = [int(np.flatnonzero(labels_N == k)[0]) for k in range(len(class_names)) if np.any(labels_N == k)][:12]
+    maps = np.asarray(jax.jit(class_maps)(state, normalise(images_NxHxWxC[shown], mean, std),
+                                          jnp.asarray(predictions_N[shown])))
+    if jax.process_index() != 0:
+        return
+    counts = plots.confusion_matrix(labels_N, predictions_N, len(class_names))
+    plots.plot_confusion_matrix(os.path.join(workdir, "confusion_matrix.png"), counts, class_names)
+    plots.plot_most_confused(os.path.join(workdir, "most_confused.png"), most_confused(counts, class_names))
+    plots.plot_top_losses(os.path.join(workdir, "top_losses.png"), images_NxHxWxC, probabilities_NxK, labels_N,
+                          class_names, top_losses)
+    titles = [f"{class_names[labels_N[i]]} \u2192 {class_names[predictions_N[i]]} {probabilities_NxK[i].max():.2f}"
+              for i in shown]
+    plots.plot_cams(os.path.join(workdir, "cam.png"), images_NxHxWxC[shown], maps, titles)

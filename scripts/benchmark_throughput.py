@@ -1,4 +1,4 @@
-"""Training throughput of an experiment's model and batch pipeline, in images per second.
+"""Training throughput of any experiment's model and batch pipeline (its `setup`), in examples per second.
 
   .venv/bin/python scripts/benchmark_throughput.py --config experiments/fashion_mnist.py [--steps 50]
 
@@ -25,18 +25,15 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     from scripts.experiment_file import load_experiment  # after sys.path holds the repository root
-    from research import classification, sharding, trainer
-    from research.train_state import create_train_state
+    from research import sharding, trainer
 
     config = _CONFIG.value
     experiment = load_experiment(flags.FLAGS["config"].config_filename)
-    mesh = sharding.make_mesh(config.num_devices or None)
-    images, labels, _, _ = experiment.load_data(config)
-    batches = experiment.make_batches(config, images, labels, mesh)
-    total = config.num_epochs * batches.steps_per_epoch
-    state = create_train_state(experiment.make_model(config), experiment.make_tx(config, 1e-3, total),
-                               jax.random.key(0), (1, *images.shape[1:]))
-    step = trainer.jit_train_step(classification.make_train_step(config.label_smoothing), state, mesh)
+    mesh = sharding.make_mesh(config.num_devices or None, config.fsdp_devices)
+    run = experiment.setup(config, mesh)
+    batches = run.batches
+    state = run.create_state(run.make_tx(1e-3, config.num_epochs * batches.steps_per_epoch), jax.random.key(0))
+    step = trainer.jit_train_step(run.train_step, state, mesh)
     rng = jax.random.key(0)
     for i in range(_WARMUP.value):
         state, metrics = step(state, batches.batch(i), rng)
@@ -47,7 +44,7 @@ def main(argv):
     jax.block_until_ready(metrics)
     seconds = time.perf_counter() - started
     print(f"device: {mesh.size} x {jax.devices()[0].device_kind} ({jax.default_backend()}), "
-          f"batch {config.batch_size}: {_STEPS.value * config.batch_size / seconds:.0f} images/s, "
+          f"batch {config.batch_size}: {_STEPS.value * config.batch_size / seconds:.0f} examples/s, "
           f"{1000 * seconds / _STEPS.value:.1f} ms/step")
 
 

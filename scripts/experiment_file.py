@@ -5,8 +5,13 @@ import os
 import sys
 
 
+def experiment_path(config_path: str) -> str:
+    """The experiment file of a --config value (without its preset), absolute."""
+    return os.path.abspath(config_path.split(":")[0])
+
+
 def load_experiment(config_path: str):
-    path = os.path.abspath(config_path.split(":")[0])
+    path = experiment_path(config_path)
     spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -4,8 +4,9 @@
 
 Several hosts: the same command on every host with the --distributed flags of scripts/train.py.
 
-The experiment module provides `lr_find(config, workdir, num_seeds)`. With --seeds K > 1, K initialisations
-and data orders are swept in one vmapped program and the plot shows their mean and range.
+Works for every experiment: it sweeps the model, optimizer and data of the experiment's `setup(config, mesh)`
+(research/experiment.py). With --seeds K > 1, K initialisations and data orders are swept in one vmapped
+program and the plot shows their mean and range.
 """
 
 import os
@@ -28,11 +29,14 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)
     from scripts.experiment_file import load_experiment  # after sys.path holds the repository root
+    from research import experiment as recipes, sharding
     from research.errors import InputError
     experiment = load_experiment(flags.FLAGS["config"].config_filename)
+    config = _CONFIG.value
     try:
         distributed_flags.start()
-        result = experiment.lr_find(_CONFIG.value, _WORKDIR.value, num_seeds=_SEEDS.value)
+        mesh = sharding.make_mesh(config.num_devices or None, config.fsdp_devices)
+        result = recipes.lr_find(config, _WORKDIR.value, experiment.setup(config, mesh), num_seeds=_SEEDS.value)
     except InputError as e:
         sys.exit(f"error: {e}")
     print(f"{result.num_steps} steps, diverged at {result.divergence_value:.3g}; suggestions: "

@@ -1,5 +1,6 @@
 """Checks the LR range test's suggestion against a grid: trains the experiment at each grid rate and at the
-suggested rate, and prints their test accuracies side by side.
+suggested rate, and prints their validation accuracies side by side (--metric: any key of results.json's
+"metrics", higher is better).
 
   .venv/bin/python scripts/lr_grid.py --config experiments/fashion_mnist.py --workdir runs/lr_grid \
       --rates 1e-3,3e-3,1e-2,3e-2,1e-1,3e-1
@@ -21,7 +22,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment file, expe
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the runs and lr_grid.json.")
 _RATES = flags.DEFINE_list("rates", ["1e-3", "3e-3", "1e-2", "3e-2", "1e-1", "3e-1"], "Grid of peak rates.")
-_METRIC = flags.DEFINE_string("metric", "test_accuracy", "Key of results.json to compare (higher is better).")
+_METRIC = flags.DEFINE_string("metric", "valid_accuracy", "Key of results.json's metrics to compare (higher is better).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -42,10 +43,12 @@ def main(argv):
 
 def run_grid():
     import jax
+    from research import experiment as recipes, sharding
     from scripts.experiment_file import load_experiment  # after sys.path holds the repository root
     experiment = load_experiment(flags.FLAGS["config"].config_filename)
     config = _CONFIG.value
-    found = experiment.lr_find(config, os.path.join(_WORKDIR.value, "lr_find"))
+    mesh = sharding.make_mesh(config.num_devices or None, config.fsdp_devices)
+    found = recipes.lr_find(config, os.path.join(_WORKDIR.value, "lr_find"), experiment.setup(config, mesh))
     suggested = found.suggestions[config.lr_find.suggestion]
     rows = []
     for label, rate in [(f"grid {r}", float(r)) for r in _RATES.value] + [
@@ -53,9 +56,9 @@ def run_grid():
         run_config = config.copy_and_resolve_references()
         run_config.learning_rate = rate
         results = experiment.train_and_evaluate(run_config, os.path.join(_WORKDIR.value, f"lr_{rate:.3g}"))
-        rows.append({"run": label, "learning_rate": rate, _METRIC.value: results[_METRIC.value],
-                     "train_seconds": results["train_seconds"]})
-        print(f"{label:>24}  lr={rate:.3g}  {_METRIC.value}={results[_METRIC.value]:.4f}", flush=True)
+        rows.append({"run": label, "learning_rate": rate, **results["metrics"],
+                     "train_seconds": results["timings"]["train"]})
+        print(f"{label:>24}  lr={rate:.3g}  {_METRIC.value}={results['metrics'][_METRIC.value]:.4f}", flush=True)
     best = max(rows[:-1], key=lambda row: row[_METRIC.value])
     gap = best[_METRIC.value] - rows[-1][_METRIC.value]
     print(f"best of grid: lr={best['learning_rate']:.3g} {best[_METRIC.value]:.4f}; "

@@ -15,3 +15,10 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+
+# Real offline data that ships inside PyPI wheels (read in place by research/data/*, never unpacked by hand):
+# MovieLens-100k in recbole's wheel, txhousing.csv in plotnine's wheel.
+WHEELS="${FASTJAX_CACHE:-$HOME/.cache/fastjax}/wheels"
+mkdir -p "$WHEELS"
+.venv/bin/pip download -q --disable-pip-version-check --no-deps -d "$WHEELS" recbole==1.2.1 plotnine==0.15.9 \
+  || echo "setup: could not fetch the recbole/plotnine wheels; MovieLens and txhousing will be downloaded on first use"

@@ -2,7 +2,8 @@
 
 The experiment module named by --config provides `get_config(preset)` and `train_and_evaluate(config, workdir)`.
 Configs are locked, so an override of a key that does not exist fails before anything runs. Rerunning with
-the same --workdir resumes from the latest checkpoint there.
+the same --workdir resumes from the latest checkpoint there. The workdir's run.json records the experiment and
+config, for scripts/predict.py.
 
 Several hosts: run the same command on every host with --distributed (or JAX_COORDINATOR_ADDRESS,
 JAX_NUM_PROCESSES, JAX_PROCESS_ID in the environment; TPU VMs and SLURM job steps are detected), e.g. on two:
@@ -27,19 +28,22 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)  # keep library INFO chatter (orbax, tfds) out of the progress bar
-    from scripts.experiment_file import load_experiment  # after sys.path holds the repository root
+    from scripts.experiment_file import experiment_path, load_experiment  # after sys.path holds the repo root
+    from research import experiment as recipes
     from research.errors import InputError
     from research.trainer import NonFiniteError, Preempted
     experiment = load_experiment(flags.FLAGS["config"].config_filename)
     try:
         distributed_flags.start()
+        recipes.write_run_info(_WORKDIR.value, experiment_path(flags.FLAGS["config"].config_filename), _CONFIG.value)
         results = experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except (InputError, NonFiniteError) as e:
         sys.exit(f"error: {e}")
     except Preempted as e:  # SIGTERM: the checkpoint is saved; exit 0 so the scheduler reruns us
         print(f"preempted: {e}")
         return
-    print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in results.items()))
+    metrics = results.get("metrics", {})
+    print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
 
 
 if __name__ == "__main__":
