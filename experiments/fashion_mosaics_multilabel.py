@@ -7,6 +7,8 @@ thresholds, with and without test-time augmentation.
 
 Run:
   .venv/bin/python scripts/train.py --config experiments/fashion_mosaics_multilabel.py --workdir runs/mosaics
+Predict (the classes above their thresholds) for new images:
+  .venv/bin/python scripts/predict.py --workdir runs/mosaics --input DIR_OR_CSV --output predictions.csv
 
 Reaches (measured on the 2-core CPU, shared with other jobs at the time): test F2 0.932 (0.932 without
 TTA), F1 0.898; validation F2 0.937. 1 epoch at 28 px + 2 at 56 px of 40k mosaics, 775 s for the whole
@@ -16,42 +18,36 @@ command (105 s + 509 s of training), the mosaics already built (building them ta
 import functools
 import json
 import os
-import time
 
 import jax
 import ml_collections
 import numpy as np
 
-from research import augment, multilabel, optimizers, schedules, sharding, trainer
-from research.data import fashion_mosaics
-from research.data.in_memory import InMemoryImages
-from research.evaluation import predict_probabilities
+from research import augment, configs, evaluation, experiment, sharding, trainer, vision
+from research.data import fashion_mnist, fashion_mosaics
+from research.data.arrays import image_batches
+from research.errors import InputError
 from research.models.head import FastaiHead
 from research.models.resnet import BasicBlock, ResNet
+from research.tasks import multilabel
 from research.train_state import create_train_state
+
+THRESHOLDS_FILE = "thresholds.json"
 
 
 def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
-    if preset not in ("cpu", "small"):
-        raise ValueError(f"unknown preset {preset!r} for experiments/fashion_mosaics_multilabel.py: "
-                         f"use 'cpu' or 'small'")
-    c = ml_collections.ConfigDict()
-    c.seed = 0
-    c.data_dir = ""  # TFDS data directory; "" = TFDS's default (~/tensorflow_datasets)
+    configs.check_preset(preset, ("cpu", "small"), "experiments/fashion_mosaics_multilabel.py")
+    c = configs.base()
     c.data_config = "default"  # the FashionMosaics builder config: "default" (40k/5k/10k) or "small" (2k/500/500)
-    c.num_devices = 0  # 0 = all devices on the mesh
     c.model = ml_collections.ConfigDict(dict(
         stem_width=32, stem_stride=2, stage_sizes=(1, 1, 2), stage_widths=(32, 64, 128), stage_strides=(1, 2, 2),
         head_dropout=0.1))
-    c.batch_size = 128
     c.eval_batch_size = 500
     # Progressive resizing: one 1cycle fit per (size, epochs) stage, the weights carried from one to the next.
+    del c.num_epochs
     c.sizes = (28, 56)
     c.epochs = (1, 2)
     c.learning_rate = 1e-2
-    c.weight_decay = 1e-2
-    c.one_cycle = ml_collections.ConfigDict(dict(
-        pct_start=0.25, div_factor=25.0, final_div_factor=1e4, max_momentum=0.95, min_momentum=0.85))
     # Training augmentation (research/augment.py). The mosaics' items are upright product photos, so the
     # symmetries of the square (`dihedral`, right for satellite images) are off by default.
     c.augment = ml_collections.ConfigDict(dict(dihedral=False, crop_padding=1, max_zoom=1.0, brightness=0.0,
@@ -60,7 +56,6 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.tta_beta = ml_collections.config_dict.placeholder(float)  # weight of the plain view; None: one view of all
     c.beta = 2.0  # the F-beta to maximise (2: the planet competition's F2)
     c.per_class_thresholds = True  # False: one threshold for all classes
-    c.log_every = 50
     if preset == "small":  # a quick run on the small mosaics (tests)
         c.data_config = "small"
         c.model.update(stem_width=16, stage_widths=(16, 32, 64), stage_sizes=(1, 1, 1))
@@ -97,14 +92,6 @@ def make_augment_fn(config, size: int):
     return augment.compose(*fns)
 
 
-def make_tx(config, total_steps: int):
-    cycle = config.one_cycle
-    learning_rate = schedules.one_cycle(total_steps, config.learning_rate, cycle.pct_start, cycle.div_factor,
-                                        cycle.final_div_factor)
-    momentum = schedules.one_cycle_momentum(total_steps, cycle.pct_start, cycle.max_momentum, cycle.min_momentum)
-    return optimizers.make_optimizer("adamw", learning_rate, momentum, config.weight_decay, b2=0.99)
-
-
 def probabilities_at(state, images, size: int, config, mesh, mean: float, std: float, tta: bool) -> np.ndarray:
     """Sigmoid probabilities of `images` resized to `size`; with `tta`, mixed with those of the views that
     follow the training augmentation."""
@@ -113,7 +100,7 @@ def probabilities_at(state, images, size: int, config, mesh, mean: float, std: f
     if tta:
         views = functools.partial(augment.tta_views, dihedral_group=config.augment.dihedral,
                                   shift_pixels=min(config.augment.crop_padding, 1), pad_mode="edge")
-    return predict_probabilities(predict, state, images, config.eval_batch_size, mesh, mean, std, views=views,
+    return evaluation.predict_probabilities(predict, state, images, config.eval_batch_size, mesh, mean, std, views=views,
                                  beta=config.tta_beta, activation=jax.nn.sigmoid)
 
 
@@ -130,58 +117,106 @@ def search(config, probabilities_NxK, labels_NxK):
     return multilabel.search_threshold(probabilities_NxK, labels_NxK, config.beta)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Trains stage by stage, searches thresholds on validation, writes results.json into `workdir`."""
-    started = time.time()
-    os.makedirs(workdir, exist_ok=True)
-    mesh = sharding.make_mesh(config.num_devices or None)
+def _load(config):
     load = lambda split: fashion_mosaics.load(split, config.data_dir or None, config.data_config)
-    (train_images, train_labels), (val_images, val_labels), (test_images, test_labels) = map(
-        load, ("train", "validation", "test"))
-    mean, std = float(train_images.mean() / 255), float(train_images.std() / 255)
-    model = make_model(config)
-    train_step = multilabel.make_train_step()
-    results = {"stages": []}
+    return [load(split) for split in ("train", "validation", "test")]
 
+
+def _stage_setup(config, mesh, train, mean, std, stage: int) -> experiment.Setup:
+    size = config.sizes[stage]
+    model = make_model(config)
+    return experiment.Setup(
+        create_state=lambda tx, rng: create_train_state(model, tx, rng, (1, size, size, 1)),
+        make_tx=lambda peak_lr, total_steps: experiment.one_cycle_optimizer(config, peak_lr, total_steps),
+        train_step=multilabel.make_train_step(),
+        batches=image_batches(*train, config.batch_size, mesh, config.seed + stage, mean, std,
+                              make_augment_fn(config, size)))
+
+
+def setup(config, mesh) -> experiment.Setup:
+    """The first stage (its size, data and optimizer): what scripts/lr_find.py sweeps."""
+    train, _, _ = _load(config)
+    mean, std = _statistics(train[0])
+    return _stage_setup(config, mesh, train, mean, std, 0)
+
+
+def _statistics(images) -> tuple[float, float]:
+    return float(images.mean() / 255), float(images.std() / 255)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains stage by stage, searches thresholds on validation, scores the test mosaics once; writes
+    results.json (and thresholds.json, preprocessing.json for predictions) into `workdir`."""
+    timer = experiment.Timer()
+    mesh = sharding.make_mesh(config.num_devices or None, config.fsdp_devices)
+    with timer("data"):
+        train, (val_images, val_labels), (test_images, test_labels) = _load(config)
+    mean, std = _statistics(train[0])
+    size = config.sizes[-1]
+    vision.save_preprocessing(workdir, size, 1, mean, std, fashion_mnist.CLASS_NAMES)
+    stages = []
     params = batch_stats = None
     for stage, (size, epochs) in enumerate(zip(config.sizes, config.epochs)):
-        batches = InMemoryImages(train_images, train_labels, config.batch_size, mesh, config.seed + stage, mean,
-                                 std, make_augment_fn(config, size))
-        total_steps = epochs * batches.steps_per_epoch
-        state = create_train_state(model, make_tx(config, total_steps), jax.random.key(config.seed),
-                                   (1, size, size, 1))
+        run = _stage_setup(config, mesh, train, mean, std, stage)
+        total_steps = epochs * run.batches.steps_per_epoch
+        state = run.create_state(run.make_tx(config.learning_rate, total_steps), jax.random.key(config.seed))
         if params is not None:  # progressive resizing: the previous stage's weights, a fresh 1cycle
             state = state.replace(params=params, batch_stats=batch_stats)
         evaluated = {}
 
         def evaluate(state, size=size, evaluated=evaluated):
             probabilities = probabilities_at(state, val_images, size, config, mesh, mean, std, tta=False)
-            evaluated.update({f"val_{k}_at_0.5": v for k, v in scores(probabilities, val_labels, 0.5).items()})
+            evaluated.update({f"valid_{k}_at_0.5": v for k, v in scores(probabilities, val_labels, 0.5).items()})
             return dict(evaluated)
 
-        stage_started = time.time()
-        state = trainer.train(state=state, train_step=train_step, batches=batches, num_steps=total_steps,
-                              mesh=mesh, seed=config.seed + stage,
-                              workdir=os.path.join(workdir, f"stage{stage}_{size}px"), evaluate=evaluate,
-                              checkpoint_every=total_steps, log_every=config.log_every)
+        with timer(f"train_stage{stage}"):
+            state = trainer.train(state=state, train_step=run.train_step, batches=run.batches,
+                                  num_steps=total_steps, mesh=mesh, seed=config.seed + stage,
+                                  workdir=os.path.join(workdir, f"stage{stage}_{size}px"), evaluate=evaluate,
+                                  checkpoint_every=total_steps, log_every=config.log_every,
+                                  keep_checkpoints=config.checkpoint.keep, skip_nonfinite=config.skip_nonfinite)
         params, batch_stats = state.params, state.batch_stats
         if not evaluated:  # resumed from this stage's final checkpoint
             evaluate(state)
-        results["stages"].append({"size": size, "epochs": epochs, "steps": total_steps,
-                                  "seconds": time.time() - stage_started, **evaluated})
+        stages.append({"size": size, "epochs": epochs, "steps": total_steps, **evaluated})
 
     # Thresholds from the validation mosaics, scores on the held-out test mosaics (one pass over both).
-    size, num_val = config.sizes[-1], len(val_labels)
+    metrics, thresholds_chosen, num_val = {}, None, len(val_labels)
     both_images = np.concatenate([val_images, test_images])
-    for name, tta in [("", config.tta), ("_no_tta", False)] if config.tta else [("", False)]:
-        probabilities = probabilities_at(state, both_images, size, config, mesh, mean, std, tta)
-        thresholds, val_fbeta = search(config, probabilities[:num_val], val_labels)
-        results.update({f"threshold{name}": thresholds, f"val_fbeta{name}": val_fbeta,
-                        **{f"test_{k}{name}": v for k, v in
-                           scores(probabilities[num_val:], test_labels, thresholds).items()}})
-    results.update({"test_examples": len(test_labels), "tta": config.tta, "total_seconds": time.time() - started,
-                    "devices": f"{mesh.size} x {jax.devices()[0].device_kind}"})
+    with timer("thresholds_and_test"):
+        for name, tta in [("", config.tta), ("_no_tta", False)] if config.tta else [("", False)]:
+            probabilities = probabilities_at(state, both_images, size, config, mesh, mean, std, tta)
+            thresholds, val_fbeta = search(config, probabilities[:num_val], val_labels)
+            thresholds_chosen = thresholds_chosen or {"thresholds": thresholds, "tta": tta}
+            metrics.update({f"valid_fbeta{name}": val_fbeta,
+                            **{f"test_{k}{name}": v for k, v in
+                               scores(probabilities[num_val:], test_labels, thresholds).items()}})
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "results.json"), "w") as f:
-            json.dump(results, f, indent=2)
-    return results
+        with open(os.path.join(workdir, THRESHOLDS_FILE), "w") as f:
+            json.dump(thresholds_chosen, f)
+    return experiment.write_results(workdir, metrics, config, timer.total(), mesh, stages=stages,
+                                    thresholds=thresholds_chosen["thresholds"], test_examples=len(test_labels))
+
+
+def predict(config, workdir: str, input_path: str, output_path: str) -> int:
+    """The classes above the run's validation thresholds for the images under `input_path` (a folder or a CSV):
+    a CSV of file, predicted classes and their probabilities, and the top 3. Returns the rows written."""
+    saved = vision.load_preprocessing(workdir)
+    with open(os.path.join(workdir, THRESHOLDS_FILE)) as f:
+        chosen = json.load(f)
+    paths = vision.list_image_files(input_path)
+    images_N, good, bad = vision.decode_for_prediction(paths, saved)
+    mesh = sharding.make_mesh(1)
+    size = saved["image_size"]
+    state = create_train_state(make_model(config), experiment.one_cycle_optimizer(config, 1e-3, 0),
+                               jax.random.key(config.seed), (1, size, size, 1))
+    state = experiment.restore_trained(os.path.join(workdir, f"stage{len(config.sizes) - 1}_{size}px"), state)
+    predict_config = ml_collections.ConfigDict({**config.to_dict(), "eval_batch_size": 1})
+    probabilities = (probabilities_at(state, images_N, size, predict_config, mesh, saved["mean"], saved["std"],
+                                      chosen["tta"]) if good else np.zeros((0, 1)))
+    vision.write_predictions(output_path, good, probabilities, saved["class_names"],
+                             multi_label_thresholds=chosen["thresholds"])
+    if bad:
+        raise InputError(f"{len(bad)} of {len(paths)} files could not be read (the other predictions are in "
+                         f"{output_path}): {bad[0]}")
+    return len(good)

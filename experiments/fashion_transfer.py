@@ -10,10 +10,11 @@ The recipe fastai applies to an ImageNet ResNet, with Fashion-MNIST standing in 
      groups) and SGDR (restarts after cycle_steps, cycle_steps*cycle_mult, ...; a checkpoint ends each cycle).
   baseline: the same architecture (the pretraining's initial body, the same new head) trained from scratch on
      the same images for as many steps as phases 2 and 3 together (1cycle), at each rate of a small grid; the
-     best rate counts (chosen on the test set, which only flatters the baseline).
-Phases 2, 3 and the baseline run for each n in `labelled_per_class` (10 and 100). All models are scored on the
-real test images of classes 5-9 (5000). Each phase trains in its own sub-workdir (pretrain/, n100/head/,
-n100/finetune/, n100/scratch_lr0.01/, ...), so rerunning the command resumes where it stopped.
+     rate with the best accuracy on validation images counts.
+Phases 2, 3 and the baseline run for each n in `labelled_per_class` (10 and 100). Validation: `valid_per_class`
+other training images of each target class (the same for every n). The fine-tuned model and the chosen baseline
+are scored once on the real test images of classes 5-9 (5000). Each phase trains in its own sub-workdir
+(pretrain/, n100/head/, n100/finetune/, n100/scratch_lr0.01/, ...), so rerunning the command resumes.
 
 Run:
   .venv/bin/python scripts/train.py --config experiments/fashion_transfer.py --workdir runs/fashion_transfer
@@ -38,47 +39,39 @@ per class needs a body that already knows the target classes; the 0-4 body's fea
 """
 
 import functools
-import json
 import os
-import time
 
 import jax
 import ml_collections
 import numpy as np
 
-from experiments import fashion_mnist as lesson1
-from research import augment, classification, optimizers, pretrained, schedules, sharding, trainer
-from research.data import fashion_mnist
-from research.data.in_memory import InMemoryImages
+from research import augment, configs, evaluation, experiment, finetune, pretrained, sharding, trainer
+from research.data import fashion_mnist, image_sources
+from research.data.arrays import image_batches, image_prepare
 from research.errors import InputError
-from research.evaluation import make_evaluator
 from research.models import resnet
 from research.models.head import FastaiHead
+from research.tasks import classification
 from research.train_state import TrainState, create_train_state
 
-MEAN, STD = lesson1.MEAN, lesson1.STD
+MEAN, STD = image_sources.FASHION_MNIST_MEAN, image_sources.FASHION_MNIST_STD
 
 
 def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
-    if preset != "cpu":
-        raise InputError(f"unknown preset {preset!r} for experiments/fashion_transfer.py: use 'cpu'")
-    c = ml_collections.ConfigDict()
-    c.seed = 0
-    c.data_dir = ""  # TFDS data directory; "" = TFDS's default (~/tensorflow_datasets)
-    c.num_devices = 0  # 0 = all devices on the mesh
+    configs.check_preset(preset, ("cpu",), "experiments/fashion_transfer.py")
+    c = configs.base()
     c.source_classes = (0, 1, 2, 3, 4)
     c.target_classes = (5, 6, 7, 8, 9)
     # Labelled training images per target class: one fine-tuning and one baseline per entry, on nested subsets
     # (the 10 are among the 100), all from the same pretrained body.
     c.labelled_per_class = (10, 100)
+    c.valid_per_class = 100  # other training images of each target class, to choose the baseline's rate on
     c.train_examples = 0  # > 0 reads the first N training images only (quick runs, tests)
     c.test_examples = 0  # > 0 reads the first N test images only
-    c.model = ml_collections.ConfigDict(lesson1.get_config().model.to_dict())
+    c.model = ml_collections.ConfigDict(dict(  # the lesson-1 small ResNet
+        stem_width=32, stem_stride=2, stage_sizes=(1, 1, 2), stage_widths=(32, 64, 128), stage_strides=(1, 2, 2)))
     c.head = ml_collections.ConfigDict(dict(hidden=(512,), dropout=0.5))
-    c.optimizer = ml_collections.ConfigDict(dict(name="adamw", weight_decay=0.01, b2=0.99))
     c.label_smoothing = 0.1
-    c.eval_batch_size = 1000
-    c.log_every = 50
     # Label smoothing is left out of pretraining: it makes the body's features less transferable (Kornblith et
     # al., 2021, "Why do better loss functions lead to less transferable features?").
     c.pretrain = ml_collections.ConfigDict(dict(epochs=3, batch_size=128, learning_rate=1e-2, label_smoothing=0.0,
@@ -94,10 +87,12 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
 
 
 def split_data(config):
-    """(source train, source test, {n: target train}, target test) as (images, labels) with labels 0..K-1.
+    """(source train, source test, {n: target train}, target valid, target test) as (images, labels) with labels
+    0..K-1.
 
     Target training sets hold n images per class for each n in `labelled_per_class`, drawn at random (seeded);
-    a smaller set is part of every larger one."""
+    a smaller set is part of every larger one. The validation images are the last `valid_per_class` of each
+    class's shuffled order, disjoint from every training set."""
     train_images, train_labels = fashion_mnist.load("train", config.data_dir or None, config.train_examples or None)
     test_images, test_labels = fashion_mnist.load("test", config.data_dir or None, config.test_examples or None)
 
@@ -109,72 +104,92 @@ def split_data(config):
     orders = [rng.permutation(np.flatnonzero(train_labels == k)) for k in config.target_classes]
     targets = {}
     for n in config.labelled_per_class:
-        if any(len(order) < n for order in orders):
-            raise InputError(f"labelled_per_class={n}: a target class has only {min(map(len, orders))} training images")
+        if any(len(order) < n + config.valid_per_class for order in orders):
+            raise InputError(f"labelled_per_class={n} + valid_per_class={config.valid_per_class}: a target class "
+                             f"has only {min(map(len, orders))} training images")
         picked = rng.permutation(np.concatenate([order[:n] for order in orders]))
         targets[n] = select(train_images[picked], train_labels[picked], config.target_classes)
+    valid = np.sort(np.concatenate([order[len(order) - config.valid_per_class:] for order in orders]))
     return (select(train_images, train_labels, config.source_classes),
             select(test_images, test_labels, config.source_classes), targets,
+            select(train_images[valid], train_labels[valid], config.target_classes),
             select(test_images, test_labels, config.target_classes))
 
 
-def make_transfer_model(config, num_classes: int):
-    """The lesson-1 small ResNet body with fastai's head."""
-    head = functools.partial(FastaiHead, hidden=tuple(config.head.hidden), dropout=config.head.dropout)
-    return lesson1.make_model(config, num_classes).clone(head=head)
+def make_model(config, num_classes: int, head: bool = False):
+    """The lesson-1 small ResNet; with `head`, fastai's head instead of torchvision's `fc`."""
+    m = config.model
+    model = resnet.small_resnet(num_classes=num_classes, stage_sizes=tuple(m.stage_sizes),
+                                stage_widths=tuple(m.stage_widths), stage_strides=tuple(m.stage_strides),
+                                stem_width=m.stem_width, stem_stride=m.stem_stride)
+    if head:
+        return model.clone(head=functools.partial(FastaiHead, hidden=tuple(config.head.hidden),
+                                                  dropout=config.head.dropout))
+    return model
 
 
-def _optimizer(config, learning_rate, momentum=0.9, **groups):
-    o = config.optimizer
-    return optimizers.make_optimizer(o.name, learning_rate, momentum, o.weight_decay, b2=o.b2, **groups)
-
-
-def _one_cycle(total_steps: int, max_lr: float):
-    return schedules.one_cycle(total_steps, max_lr), schedules.one_cycle_momentum(total_steps)
-
-
-def _evaluator(config, data, mesh):
+def _evaluator(config, data, mesh, prefix):
     """evaluate(state) on (images, labels); the state is stripped to its model first, so that states that differ
     only in their optimizer share one compiled evaluation."""
-    evaluate = make_evaluator(classification.eval_step, *data, config.eval_batch_size, mesh, MEAN, STD)
+    images, labels = data
+    evaluate = evaluation.make_evaluator(classification.eval_step, {"image": images, "label": labels},
+                                         config.eval_batch_size, mesh, image_prepare(MEAN, STD), prefix=prefix)
     return lambda state: evaluate(state.replace(tx=None, opt_state=None))
 
 
-def _train(config, state, batches, num_steps, mesh, workdir, evaluate, label_smoothing=None, **kwargs):
+def _trainer(config, mesh, batches, workdir, evaluate, label_smoothing=None):
+    """train(state, num_steps, subdir, **kwargs): research.trainer.train on these batches in workdir/subdir."""
     label_smoothing = config.label_smoothing if label_smoothing is None else label_smoothing
-    return trainer.train(state=state, train_step=classification.make_train_step(label_smoothing),
-                         batches=batches, num_steps=num_steps, mesh=mesh, seed=config.seed, workdir=workdir,
-                         evaluate=evaluate, log_every=config.log_every, **kwargs)
+    train_step = classification.make_train_step(label_smoothing)
+
+    def train(state, num_steps, subdir, **kwargs):
+        return trainer.train(state=state, train_step=train_step, batches=batches, num_steps=num_steps, mesh=mesh,
+                             seed=config.seed, workdir=os.path.join(workdir, subdir), evaluate=evaluate,
+                             log_every=config.log_every, **kwargs)
+
+    return train
 
 
-def pretrain(config, source_train, evaluate_source, mesh, workdir: str):
+def setup(config, mesh, source_train=None) -> experiment.Setup:
+    """The pretraining (body + `fc` on the source classes): what scripts/lr_find.py sweeps."""
+    if source_train is None:
+        source_train = split_data(config)[0]
+    p = config.pretrain
+    model = make_model(config, len(config.source_classes))
+    input_shape = (1, *source_train[0].shape[1:])
+    return experiment.Setup(
+        create_state=lambda tx, rng: create_train_state(model, tx, rng, input_shape),
+        make_tx=lambda peak_lr, total_steps: experiment.one_cycle_optimizer(config, peak_lr, total_steps),
+        train_step=classification.make_train_step(p.label_smoothing),
+        batches=image_batches(*source_train, p.batch_size, mesh, config.seed, MEAN, STD,
+                              functools.partial(augment.augment, flip=p.flip, crop_padding=p.crop_padding)))
+
+
+def pretrain(config, source_train, mesh, workdir: str):
     """Phase 1: the body with a torchvision-style `fc` head on the source classes, 1cycle.
 
-    Returns (trained variables, the initial variables it started from, source test accuracy)."""
-    p = config.pretrain
-    batches = InMemoryImages(*source_train, p.batch_size, mesh, config.seed, MEAN, STD,
-                             functools.partial(augment.augment, flip=p.flip, crop_padding=p.crop_padding))
-    steps = p.epochs * batches.steps_per_epoch
-    model = lesson1.make_model(config, len(config.source_classes))
-    state = create_train_state(model, _optimizer(config, *_one_cycle(steps, p.learning_rate)),
-                               jax.random.key(config.seed, impl="rbg"), (1, *source_train[0].shape[1:]))
+    Returns (trained variables, the initial variables it started from)."""
+    run = setup(config, mesh, source_train)
+    steps = config.pretrain.epochs * run.batches.steps_per_epoch
+    state = run.create_state(run.make_tx(config.pretrain.learning_rate, steps), jax.random.key(config.seed,
+                                                                                                 impl="rbg"))
     initial = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})  # before donation
-    state = _train(config, state, batches, steps, mesh, os.path.join(workdir, "pretrain"), evaluate_source,
-                   p.label_smoothing)
-    accuracy = evaluate_source(state)["test_accuracy"]
-    return {"params": state.params, "batch_stats": state.batch_stats}, initial, accuracy
+    state = _trainer(config, mesh, run.batches, workdir, None, config.pretrain.label_smoothing)(
+        state, steps, "pretrain")
+    return state, initial
 
 
-def transfer_and_baseline(config, body: dict, body_init: dict, target_train, evaluate_target, mesh,
+def transfer_and_baseline(config, body: dict, body_init: dict, target_train, evaluate_valid, evaluate_test, mesh,
                           workdir: str) -> dict:
     """Phases 2 (new head, frozen body) and 3 (unfreeze: discriminative rates, SGDR), and the baseline from
-    scratch at each rate of the grid, on one labelled set; returns their test accuracies and the gap."""
-    model = make_transfer_model(config, len(config.target_classes))
-    groups = model.layer_groups()
+    scratch at each rate of the grid, on one labelled set; the baseline's rate is chosen on validation, then the
+    fine-tuned model and the chosen baseline are scored on the test images."""
+    model = make_model(config, len(config.target_classes), head=True)
     input_shape = (1, *target_train[0].shape[1:])
     augment_fn = functools.partial(augment.augment, flip=config.augment.flip,
                                    crop_padding=config.augment.crop_padding)
-    batches = InMemoryImages(*target_train, config.small_batch_size, mesh, config.seed, MEAN, STD, augment_fn)
+    batches = image_batches(*target_train, config.small_batch_size, mesh, config.seed, MEAN, STD, augment_fn)
+    train = _trainer(config, mesh, batches, workdir, evaluate_valid)
     # Both arms start from the same new head; the baseline's body is the pretraining's own initialisation.
     # (Host arrays: the trainer donates its state, and `initial` is used more than once.)
     head_init = resnet.init_head(model, jax.random.key(config.seed + 1, impl="rbg"))
@@ -184,63 +199,56 @@ def transfer_and_baseline(config, body: dict, body_init: dict, target_train, eva
         c: {**{k: v for k, v in body_init[c].items() if k != "fc"}, "head": head_init[c]} for c in shapes},
         source="the initial body and new head")
     variables = pretrained.load_into(initial, body, pretrained.HEAD_VARIABLES, source="the pretrained body")
-    results, seconds = {}, {}
+    timer = experiment.Timer()
 
-    started = time.time()
-    h = config.head_phase
-    state = TrainState.create(apply_fn=model.clone(frozen_groups=2).apply, params=variables["params"],
-                              batch_stats=variables["batch_stats"],
-                              tx=_optimizer(config, *_one_cycle(h.steps, h.learning_rate), frozen=groups[:2]))
-    state = _train(config, state, batches, h.steps, mesh, os.path.join(workdir, "head"), evaluate_target,
-                   checkpoint_every=h.steps)
-    results["head_test_accuracy"] = evaluate_target(state)["test_accuracy"]
-    seconds["head"] = time.time() - started
+    h, f = config.head_phase, config.finetune
+    recipe = finetune.Recipe(head_steps=h.steps, head_lr=h.learning_rate, finetune_lr=f.learning_rate,
+                             cycle_steps=f.cycle_steps, cycle_mult=f.cycle_mult, num_cycles=f.num_cycles,
+                             group_factor=f.group_factor)
+    with timer("head_and_finetune"):
+        state, evaluated = finetune.fine_tune(model, variables, recipe, functools.partial(experiment.optimizer, config),
+                                              train, evaluate_valid, head_checkpoint_every=h.steps)
+    results = {"head_valid_accuracy": evaluated["head"]["valid_accuracy"],
+               "finetuned_valid_accuracy": evaluate_valid(state)["valid_accuracy"],
+               "finetuned_test_accuracy": evaluate_test(state)["test_accuracy"]}
 
-    started = time.time()
-    f = config.finetune
-    cycle_ends = [int(end) for end in np.cumsum([f.cycle_steps * f.cycle_mult ** i for i in range(f.num_cycles)])]
-    tx = _optimizer(config, schedules.sgdr(f.learning_rate, f.cycle_steps, f.cycle_mult, f.num_cycles),
-                    lr_multipliers=optimizers.discriminative_multipliers(groups, f.group_factor))
-    state = TrainState.create(apply_fn=model.apply, params=state.params, batch_stats=state.batch_stats, tx=tx)
-    state = _train(config, state, batches, cycle_ends[-1], mesh, os.path.join(workdir, "finetune"),
-                   evaluate_target, checkpoint_every=cycle_ends[-1], checkpoint_steps=cycle_ends)
-    results["finetuned_test_accuracy"] = evaluate_target(state)["test_accuracy"]
-    seconds["finetune"] = time.time() - started
-
-    started = time.time()
-    steps = h.steps + cycle_ends[-1]  # as many steps as phases 2 and 3 together
-    scratch = {}
-    for lr in config.scratch_learning_rates:
-        state = TrainState.create(apply_fn=model.apply, params=initial["params"], batch_stats=initial["batch_stats"],
-                                  tx=_optimizer(config, *_one_cycle(steps, lr)))
-        state = _train(config, state, batches, steps, mesh, os.path.join(workdir, f"scratch_lr{lr:g}"),
-                       evaluate_target, checkpoint_every=steps)
-        scratch[f"{lr:g}"] = evaluate_target(state)["test_accuracy"]
-    seconds["scratch"] = time.time() - started
-    best_lr = max(scratch, key=scratch.get)
-    return {**results, "scratch_test_accuracy": scratch[best_lr], "scratch_best_learning_rate": float(best_lr),
-            "scratch_test_accuracy_by_learning_rate": scratch, "scratch_steps": steps,
-            "gap_points": 100 * (results["finetuned_test_accuracy"] - scratch[best_lr]),
-            "labelled_images": len(target_train[1]), "seconds": seconds}
+    steps = h.steps + finetune.cycle_ends(recipe)[-1]  # as many steps as phases 2 and 3 together
+    scratch_valid, scratch_states = {}, {}
+    with timer("scratch"):
+        for lr in config.scratch_learning_rates:
+            state = TrainState.create(apply_fn=model.apply, params=initial["params"],
+                                      batch_stats=initial["batch_stats"],
+                                      tx=experiment.one_cycle_optimizer(config, lr, steps))
+            state = train(state, steps, f"scratch_lr{lr:g}", checkpoint_every=steps)
+            scratch_valid[f"{lr:g}"] = evaluate_valid(state)["valid_accuracy"]
+            scratch_states[f"{lr:g}"] = state
+    best_lr = max(scratch_valid, key=scratch_valid.get)
+    scratch_test = evaluate_test(scratch_states[best_lr])["test_accuracy"]
+    return {**results, "scratch_valid_accuracy_by_learning_rate": scratch_valid,
+            "scratch_best_learning_rate": float(best_lr), "scratch_test_accuracy": scratch_test,
+            "scratch_steps": steps, "gap_points": 100 * (results["finetuned_test_accuracy"] - scratch_test),
+            "labelled_images": len(target_train[1]), "seconds": timer.total()}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Pretrains once, then fine-tunes and trains the baseline for each labelled set; writes results.json with
-    every accuracy and gap (results["n100"]["gap_points"], ...)."""
-    started = time.time()
-    os.makedirs(workdir, exist_ok=True)
-    mesh = sharding.make_mesh(config.num_devices or None)
-    source_train, source_test, targets, target_test = split_data(config)
-    evaluate_source = _evaluator(config, source_test, mesh)
-    evaluate_target = _evaluator(config, target_test, mesh)
-    body, body_init, accuracy = pretrain(config, source_train, evaluate_source, mesh, workdir)
-    results = {"pretrain_source_test_accuracy": accuracy, "pretrain_seconds": time.time() - started}
+    every accuracy and gap (results["metrics"]["n100_gap_points"], details under results["n100"])."""
+    timer = experiment.Timer()
+    mesh = sharding.make_mesh(config.num_devices or None, config.fsdp_devices)
+    source_train, source_test, targets, target_valid, target_test = split_data(config)
+    with timer("pretrain"):
+        state, body_init = pretrain(config, source_train, mesh, workdir)
+    metrics = {"pretrain_source_test_accuracy":
+               _evaluator(config, source_test, mesh, "test_")(state)["test_accuracy"]}
+    body = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+    evaluate_valid = _evaluator(config, target_valid, mesh, "valid_")
+    evaluate_test = _evaluator(config, target_test, mesh, "test_")
+    details = {}
     for n, target_train in targets.items():
-        results[f"n{n}"] = transfer_and_baseline(config, body, body_init, target_train, evaluate_target, mesh,
-                                                 os.path.join(workdir, f"n{n}"))
-    results.update({"test_images": len(target_test[1]), "total_seconds": time.time() - started,
-                    "devices": f"{mesh.size} x {jax.devices()[0].device_kind}"})
-    if jax.process_index() == 0:
-        with open(os.path.join(workdir, "results.json"), "w") as f:
-            json.dump(results, f, indent=2)
-    return results
+        with timer(f"n{n}"):
+            details[f"n{n}"] = transfer_and_baseline(config, body, body_init, target_train, evaluate_valid,
+                                                     evaluate_test, mesh, os.path.join(workdir, f"n{n}"))
+        for key in ("finetuned_test_accuracy", "scratch_test_accuracy", "gap_points"):
+            metrics[f"n{n}_{key}"] = details[f"n{n}"][key]
+    return experiment.write_results(workdir, metrics, config, timer.total(), mesh, **details,
+                                    valid_images=len(target_valid[1]), test_images=len(target_test[1]))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from research import augment, sharding
-from research.data.in_memory import InMemoryImages
+from research.data.arrays import image_batches
 from research.errors import InputError
 
 RANDOM_AUGMENTATIONS = {
@@ -123,7 +123,7 @@ def test_batcher_keeps_labels_with_augmentation(fashion_test_split):
     images_u8, labels = fashion_test_split
     mesh = sharding.make_mesh()
     augment_fn = functools.partial(augment.augment, flip=True, crop_padding=2, brightness=0.1)
-    make = lambda fn: InMemoryImages(images_u8[:512], labels[:512], 64, mesh, seed=1, mean=0.286, std=0.353,
+    make = lambda fn: image_batches(images_u8[:512], labels[:512], 64, mesh, seed=1, mean=0.286, std=0.353,
                                      augment_fn=fn)
     plain = make(None)
     augmented = make(augment_fn)
@@ -133,7 +133,7 @@ def test_batcher_keeps_labels_with_augmentation(fashion_test_split):
         assert not np.array_equal(a["image"], b["image"])  # but transformed images
         assert b["image"].shape == a["image"].shape
     multi_hot = np.eye(10, dtype=np.float32)[labels[:512]]
-    augmented_multi = InMemoryImages(images_u8[:512], multi_hot, 64, mesh, seed=1, mean=0.286, std=0.353,
+    augmented_multi = image_batches(images_u8[:512], multi_hot, 64, mesh, seed=1, mean=0.286, std=0.353,
                                      augment_fn=augment_fn)
     np.testing.assert_array_equal(augmented_multi.batch(3)["label"], np.eye(10)[np.asarray(plain.batch(3)["label"])])
 

@@ -46,9 +46,9 @@ def test_missing_data_directory(trained, tmp_path):
 
 
 def test_unknown_config_key(trained, tfds_dir):
-    line = fails_cleanly(trained, tfds_dir, "--config.checkpoint_kep=5")
-    assert line.startswith("error: bad command-line flag") and "checkpoint_kep" in line
-    assert "checkpoint_keep" in line  # the suggestion
+    line = fails_cleanly(trained, tfds_dir, "--config.checkpoint.kep=5")
+    assert line.startswith("error: bad command-line flag") and "kep" in line
+    assert "keep" in line  # the suggestion
 
 
 def test_checkpoint_from_a_different_model(trained, tfds_dir):

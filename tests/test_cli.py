@@ -12,7 +12,7 @@ from conftest import REPO_ROOT
 from experiments import fashion_mnist as experiment
 from research.checkpoint import Checkpointer
 
-SMALL = ["--config.train_examples=1024", "--config.test_examples=500", "--config.batch_size=128",
+SMALL = ["--config.data.train_examples=1024", "--config.data.test_examples=500", "--config.batch_size=128",
          "--config.eval_batch_size=250", "--config.num_epochs=2", "--config.lr_find.num_steps=12"]
 
 
@@ -28,14 +28,16 @@ def test_cli_writes_results_logs_plots_and_checkpoints(tmp_path, tfds_dir):
     assert run.returncode == 0, run.stderr[-3000:]
     with open(tmp_path / "results.json") as f:
         results = json.load(f)
-    assert results["test_accuracy"] > 0.5  # 16 steps on 1024 images; chance is 0.1
+    assert results["metrics"]["test_accuracy"] > 0.5  # 14 steps on 922 images; chance is 0.1
+    assert results["metrics"]["valid_accuracy"] > 0.5  # 102 images held out of the 1024
     assert 0 < results["learning_rate"] < 10
+    assert set(results) >= {"metrics", "config", "timings", "devices", "versions"}
     for name in ("lr_find.png", "lr_find.json", "confusion_matrix.png", "top_losses.png", "metrics.jsonl"):
         assert (tmp_path / name).stat().st_size > 0, name
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tensorboard"))
     lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
-    assert any("train_loss" in line for line in lines) and any("test_accuracy" in line for line in lines)
-    assert Checkpointer(str(tmp_path / "checkpoints")).latest_step() == 16
+    assert any("train_loss" in line for line in lines) and any("valid_accuracy" in line for line in lines)
+    assert Checkpointer(str(tmp_path / "checkpoints")).latest_step() == 14
 
 
 def test_config_typo_fails_with_a_clear_message(tmp_path, tfds_dir):
@@ -59,15 +61,14 @@ def test_unknown_preset_fails_with_a_clear_message(tmp_path):
 def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, tfds_dir):
     config = experiment.get_config()
     config.update_from_flattened_dict({
-        "data_dir": tfds_dir, "train_examples": 1024, "test_examples": 500, "batch_size": 128,
+        "data_dir": tfds_dir, "data.train_examples": 1024, "data.test_examples": 500, "batch_size": 128,
         "eval_batch_size": 250, "num_epochs": 2, "learning_rate": 3e-3})
     straight = experiment.train_and_evaluate(config, str(tmp_path / "straight"))
-    assert experiment.train_and_evaluate(config, str(tmp_path / "resumed"), stop_at=11) == {}
-    assert Checkpointer(str(tmp_path / "resumed" / "checkpoints")).latest_step() == 11  # mid-epoch 2
+    assert experiment.train_and_evaluate(config, str(tmp_path / "resumed"), stop_at=10) == {}
+    assert Checkpointer(str(tmp_path / "resumed" / "checkpoints")).latest_step() == 10  # mid-epoch 2
     resumed = experiment.train_and_evaluate(config, str(tmp_path / "resumed"))
-    assert resumed["test_loss"] == straight["test_loss"]
-    assert resumed["test_accuracy"] == straight["test_accuracy"]
-    a = Checkpointer(str(tmp_path / "straight" / "checkpoints")).manager.restore(16)["state"]
-    b = Checkpointer(str(tmp_path / "resumed" / "checkpoints")).manager.restore(16)["state"]
+    assert resumed["metrics"] == straight["metrics"]
+    a = Checkpointer(str(tmp_path / "straight" / "checkpoints")).manager.restore(14)["state"]
+    b = Checkpointer(str(tmp_path / "resumed" / "checkpoints")).manager.restore(14)["state"]
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(x, y)

@@ -11,7 +11,7 @@ import pytest
 
 from research import augment, sharding
 from research.data import fashion_mnist
-from research.data.in_memory import InMemoryImages, padded_batches
+from research.data.arrays import image_batches, padded_batches
 
 
 def test_real_test_split_through_tfds_data_source(fashion_test_split):
@@ -35,7 +35,7 @@ def test_corrupt_raw_file_is_named_in_the_error(tmp_path, monkeypatch):
 def test_batches_are_a_pure_function_of_the_step(fashion_test_split):
     images, labels = fashion_test_split
     mesh = sharding.make_mesh()
-    make = lambda: InMemoryImages(images[:1000], labels[:1000], 100, mesh, seed=3, mean=0.3, std=0.35,
+    make = lambda: image_batches(images[:1000], labels[:1000], 100, mesh, seed=3, mean=0.3, std=0.35,
                                   augment_fn=functools.partial(augment.augment, flip=True, crop_padding=2))
     a, b = make(), make()
     # Steps across epochs of 10 steps, asked for in a different order from `b`.
@@ -64,7 +64,7 @@ def test_augmentation_shapes_determinism_and_content():
 
 def test_padded_eval_batches_mask_every_example_once():
     images, labels = np.zeros((25, 2, 2, 1), np.uint8), np.arange(25)
-    batches = list(padded_batches(images, labels, 10))
+    batches = list(padded_batches({"image": images, "label": labels}, 10))
     assert [b["image"].shape[0] for b in batches] == [10, 10, 10]
     assert sum(int(b["mask"].sum()) for b in batches) == 25
     np.testing.assert_array_equal(np.concatenate([b["label"][b["mask"]] for b in batches]), labels)
@@ -72,7 +72,7 @@ def test_padded_eval_batches_mask_every_example_once():
 
 def test_padded_batches_pad_only_the_batch_axis_of_multi_hot_labels():
     labels_Nx3 = np.arange(15, dtype=np.float32).reshape(5, 3)
-    batches = list(padded_batches(np.ones((5, 2, 2, 1), np.uint8), labels_Nx3, 4))
+    batches = list(padded_batches({"image": np.ones((5, 2, 2, 1), np.uint8), "label": labels_Nx3}, 4))
     assert [b["label"].shape for b in batches] == [(4, 3), (4, 3)]
     np.testing.assert_array_equal(batches[1]["label"][0], labels_Nx3[4])
     np.testing.assert_array_equal(batches[1]["label"][1:], 0)

@@ -31,7 +31,8 @@ RTOL = 1e-5
 # The lesson-1 experiment, narrowed so that 20 steps on 8 devices fit in seconds; flips and crops on, so the
 # augmentation's draws are checked too. The widest kernels (3x3x32x64, 3x3x64x64) are big enough to be split
 # by FSDP (`sharding.MIN_FSDP_SIZE`): with their two Adam moments, 6 split leaves.
-OVERRIDES = {"train_examples": STEPS * BATCH, "test_examples": 200, "batch_size": BATCH, "eval_batch_size": 100,
+# data.train_examples: after the 10% validation hold-out, STEPS whole batches remain.
+OVERRIDES = {"data.train_examples": STEPS * BATCH * 10 // 9 + 1, "data.test_examples": 200, "batch_size": BATCH, "eval_batch_size": 100,
              "num_epochs": 1, "learning_rate": LEARNING_RATE, "log_every": 1, "tta": False,
              "model.stem_width": 16, "model.stage_sizes": (1, 1, 1), "model.stage_widths": (16, 32, 64),
              "augment.flip": True, "augment.crop_padding": 2}
@@ -56,22 +57,22 @@ def _worker(tfds_dir: str) -> dict:
 
     import jax
     from experiments import fashion_mnist as experiment
-    from research import classification, sharding, trainer
-    from research.train_state import create_train_state
+    from research import sharding, trainer
+    from research.data import image_sources
 
     config = _config(tfds_dir)
-    images, labels = experiment.load_data(config)[:2]
+    data = image_sources.load_image_data(config.data, config.data_dir)
     results = {}
     for name, (num_devices, fsdp_devices) in MESHES.items():
         mesh = sharding.make_mesh(num_devices, fsdp_devices)
-        batches = experiment.make_batches(config, images, labels, mesh)
-        state = create_train_state(experiment.make_model(config), experiment.make_tx(config, LEARNING_RATE, STEPS),
-                                   jax.random.key(config.seed), (1, *images.shape[1:]))
+        run = experiment.setup(config, mesh, data)
+        batches = run.batches
+        assert batches.steps_per_epoch == STEPS
+        state = run.create_state(run.make_tx(LEARNING_RATE, STEPS), jax.random.key(config.seed))
         workdir = tempfile.mkdtemp()
         started = time.time()
-        state = trainer.train(state=state, train_step=classification.make_train_step(config.label_smoothing),
-                              batches=batches, num_steps=STEPS, mesh=mesh, seed=config.seed, workdir=workdir,
-                              log_every=1, progress=False)
+        state = trainer.train(state=state, train_step=run.train_step, batches=batches, num_steps=STEPS, mesh=mesh,
+                              seed=config.seed, workdir=workdir, log_every=1, progress=False)
         split = [leaf for leaf in jax.tree.leaves(state) if not leaf.sharding.is_fully_replicated]
         results[name] = {
             "seconds": time.time() - started, "losses": _train_losses(workdir),
@@ -175,23 +176,25 @@ def test_two_processes_train_like_one_device(tmp_path, tfds_dir, mesh_runs):
     # evaluates to the test loss they measured.
     import jax
     from experiments import fashion_mnist as experiment
-    from research import classification, sharding
+    from research import sharding
     from research.checkpoint import Checkpointer
+    from research.data import image_sources
+    from research.data.arrays import image_prepare
     from research.evaluation import make_evaluator
-    from research.train_state import create_train_state
+    from research.tasks import classification
 
     config = _config(tfds_dir)
-    _, _, test_images, test_labels = experiment.load_data(config)
-    like = create_train_state(experiment.make_model(config), experiment.make_tx(config, LEARNING_RATE, STEPS),
-                              jax.random.key(0), (1, *test_images.shape[1:]))
+    data = image_sources.load_image_data(config.data, config.data_dir)
+    mesh = sharding.make_mesh(1)
+    run = experiment.setup(config, mesh, data)
+    like = run.create_state(run.make_tx(LEARNING_RATE, STEPS), jax.random.key(0))
     checkpointer = Checkpointer(str(tmp_path / "checkpoints"))
     state, meta = checkpointer.restore_latest(like)
     checkpointer.close()
     assert meta["step"] == STEPS
-    mesh = sharding.make_mesh(1)
-    evaluate = make_evaluator(classification.eval_step, test_images, test_labels, config.eval_batch_size, mesh,
-                              experiment.MEAN, experiment.STD)
-    assert evaluate(state)["test_loss"] == pytest.approx(results["test_loss"], rel=1e-5)
+    evaluate = make_evaluator(classification.eval_step, {"image": data.test.images, "label": data.test.labels},
+                              config.eval_batch_size, mesh, image_prepare(data.mean, data.std), prefix="test_")
+    assert evaluate(state)["test_loss"] == pytest.approx(results["metrics"]["test_loss"], rel=1e-5)
 
 
 if __name__ == "__main__":

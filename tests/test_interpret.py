@@ -7,8 +7,9 @@ import numpy as np
 import optax
 import pytest
 
-from research import classification, interpret, plots
-from research.data.in_memory import normalise
+from research import interpret, plots
+from research.tasks import classification
+from research.data.arrays import normalise
 from research.models.resnet import small_resnet
 from research.train_state import create_train_state
 

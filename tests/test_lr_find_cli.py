@@ -16,7 +16,7 @@ def test_lr_find_cli_writes_curve_and_suggestions(tmp_path, tfds_dir, seeds, com
     run = subprocess.run(
         [sys.executable, os.path.join(REPO_ROOT, "scripts", "lr_find.py"),
          "--config", os.path.join(REPO_ROOT, "experiments", "fashion_mnist.py"), "--workdir", str(tmp_path),
-         f"--seeds={seeds}", f"--config.data_dir={tfds_dir}", "--config.train_examples=2048",
+         f"--seeds={seeds}", f"--config.data_dir={tfds_dir}", "--config.data.train_examples=2048",
          "--config.batch_size=32", "--config.lr_find.num_steps=20", "--config.lr_find.start_lr=1e-5",
          f"--config.lr_find.compiled={compiled}"],
         capture_output=True, text=True, timeout=600)
@@ -39,14 +39,16 @@ def test_compiled_and_stepwise_sweeps_agree_on_the_real_model(tmp_path, tfds_dir
     Below divergence, and to 1%: the two XLA programs fuse (and so round) differently, and training
     accumulates those last-bit differences (0.3% after 12 steps here); past divergence they explode."""
     from experiments import fashion_mnist as experiment
+    from research import experiment as recipes, sharding
 
     config = experiment.get_config()
-    config.update_from_flattened_dict({"data_dir": tfds_dir, "train_examples": 1024, "batch_size": 64,
+    config.update_from_flattened_dict({"data_dir": tfds_dir, "data.train_examples": 1024, "batch_size": 64,
                                        "lr_find.num_steps": 12, "lr_find.start_lr": 1e-4,
                                        "lr_find.end_lr": 1e-2})
-    stepwise = experiment.lr_find(config, str(tmp_path / "stepwise"))
+    run = experiment.setup(config, sharding.make_mesh(1))
+    stepwise = recipes.lr_find(config, str(tmp_path / "stepwise"), run)
     config.lr_find.compiled = True
-    compiled = experiment.lr_find(config, str(tmp_path / "compiled"))
+    compiled = recipes.lr_find(config, str(tmp_path / "compiled"), run)
     assert compiled.num_steps == stepwise.num_steps
     np.testing.assert_allclose(compiled.losses[:4], stepwise.losses[:4], rtol=1e-4)
     np.testing.assert_allclose(compiled.losses, stepwise.losses, rtol=1e-2)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from experiments import fashion_mosaics_multilabel as experiment
-from research import multilabel
+from research.tasks import multilabel
 from research.data import fashion_mnist, fashion_mosaics
 from research.errors import InputError
 
@@ -120,7 +120,7 @@ def test_reduced_experiment_learns_and_writes_results(mosaics_dir, tmp_path):
     config.data_dir = mosaics_dir
     results = experiment.train_and_evaluate(config, str(tmp_path))
     with open(tmp_path / "results.json") as f:
-        assert json.load(f)["test_f2"] == results["test_f2"]
+        assert json.load(f)["metrics"]["test_f2"] == results["metrics"]["test_f2"]
     # Predicting every class scores F2 = 5n / (5n + 10 - n) for n true labels (~0.6 here); training beats it.
     _, test_labels = fashion_mosaics.load("test", mosaics_dir, "small")
     all_classes = multilabel.mean_fbeta(np.ones_like(test_labels), test_labels, 0.5)
@@ -128,5 +128,6 @@ def test_reduced_experiment_learns_and_writes_results(mosaics_dir, tmp_path):
     # Stage 2 (56 px, 40 steps) starts from stage 1's weights (28 px, 240 steps); from scratch it would not
     # get far from predicting every class.
     assert [s["size"] for s in results["stages"]] == [28, 56]
-    assert results["test_f2"] > 0.75 and results["test_f1"] > 0.6, results
-    assert len(results["threshold"]) == 10 and all(0 < t < 1 for t in results["threshold"])
+    metrics = results["metrics"]
+    assert metrics["test_f2"] > 0.75 and metrics["test_f1"] > 0.6, metrics
+    assert len(results["thresholds"]) == 10 and all(0 < t < 1 for t in results["thresholds"])

@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from research import classification, sharding, trainer
-from research.data.in_memory import InMemoryImages
+from research import sharding, trainer
+from research.tasks import classification
+from research.data.arrays import image_batches
 from research.models.resnet import small_resnet
 from research.optimizers import make_optimizer
 from research.train_state import create_train_state
@@ -15,7 +16,7 @@ from research.train_state import create_train_state
 def test_train_step_lowers_the_loss_on_real_data(fashion_test_split):
     images, labels = fashion_test_split
     mesh = sharding.make_mesh()
-    batches = InMemoryImages(images[:4096], labels[:4096], 64, mesh, seed=0, mean=0.286, std=0.353)
+    batches = image_batches(images[:4096], labels[:4096], 64, mesh, seed=0, mean=0.286, std=0.353)
     model = small_resnet(num_classes=10, stage_widths=(16, 32, 64), stem_width=16)
     state = create_train_state(model, make_optimizer("adam", 1e-2), jax.random.key(0), (1, 28, 28, 1))
     step = trainer.jit_train_step(classification.make_train_step(), state, mesh)

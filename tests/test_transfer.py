@@ -13,9 +13,10 @@ import optax
 import pytest
 import tensorflow_datasets as tfds
 
-from experiments import dogs_vs_cats, fashion_transfer, pets
-from research import classification, optimizers
-from research.data.in_memory import normalise
+from experiments import fashion_transfer, pets
+from research import optimizers
+from research.tasks import classification
+from research.data.arrays import normalise
 from research.errors import InputError
 from research.models import resnet
 from research.models.head import FastaiHead, concat_pool
@@ -151,6 +152,7 @@ def _tiny_transfer_config(data_dir: str):
     c.train_examples = 6000  # about 3000 source images (23 pretraining steps) and 600 per target class
     c.test_examples = 1000
     c.labelled_per_class = (20,)
+    c.valid_per_class = 40
     c.model.stage_sizes = (1, 1)
     c.model.stage_widths = (16, 32)
     c.model.stem_width = 16
@@ -160,7 +162,7 @@ def _tiny_transfer_config(data_dir: str):
     c.finetune.cycle_steps = 4
     c.finetune.cycle_mult = 2
     c.finetune.num_cycles = 2
-    c.scratch_learning_rates = (1e-2,)
+    c.scratch_learning_rates = (1e-2, 1e-4)
     return c
 
 
@@ -169,13 +171,16 @@ def test_transfer_experiment_runs_every_phase(tfds_dir, tmp_path):
     workdir = str(tmp_path / "transfer")
     results = fashion_transfer.train_and_evaluate(config, workdir)
     with open(os.path.join(workdir, "results.json")) as f:
-        assert json.load(f)["n20"]["gap_points"] == pytest.approx(results["n20"]["gap_points"])
-    n20 = results["n20"]
-    assert n20["labelled_images"] == 100 and 400 < results["test_images"] < 600
-    assert results["pretrain_source_test_accuracy"] > 0.6  # 23 steps on classes 0-4
-    assert n20["head_test_accuracy"] > 0.4  # a new head on the frozen body, classes 5-9
+        assert json.load(f)["metrics"]["n20_gap_points"] == pytest.approx(results["n20"]["gap_points"])
+    n20, metrics = results["n20"], results["metrics"]
+    assert n20["labelled_images"] == 100 and 400 < results["test_images"] < 600 and results["valid_images"] == 200
+    assert metrics["pretrain_source_test_accuracy"] > 0.6  # 23 steps on classes 0-4
+    assert n20["head_valid_accuracy"] > 0.4  # a new head on the frozen body, classes 5-9
     assert n20["finetuned_test_accuracy"] > 0.5
     assert n20["gap_points"] == pytest.approx(100 * (n20["finetuned_test_accuracy"] - n20["scratch_test_accuracy"]))
+    # The baseline's rate is the one with the better validation accuracy (1e-4 hardly moves in 24 steps).
+    by_rate = n20["scratch_valid_accuracy_by_learning_rate"]
+    assert n20["scratch_best_learning_rate"] == 1e-2 and by_rate["0.01"] > by_rate["0.0001"], by_rate
     # SGDR: a checkpoint at the end of each cycle (cycles of 4 and 8 steps end at steps 4 and 12).
     assert sorted(os.listdir(os.path.join(workdir, "n20", "finetune", "checkpoints"))) == ["12", "4"]
     # Each phase's final checkpoint is in its own sub-workdir, where a rerun resumes (trainer.train).
@@ -188,10 +193,14 @@ def test_pets_data_model_and_variables_on_tfds_mock_examples():
     examples with a tiny random-weight ResNet: no network, no pretrained weights. (Its phases are those of the
     Fashion-MNIST transfer experiment, run above; training here too would exceed the test budget.)"""
     config = pets.get_config()
-    config.update(dict(weights="", stage_sizes=(1, 1), stage_widths=(8, 16), image_size=32))
-    with tfds.testing.mock_data(num_examples=4, policy=tfds.testing.MockPolicy.USE_CODE):
-        train, test = pets.load_images(config)
-    assert len(train.class_names) == 37 and train.images.shape == (4, 32, 32, 3) and test.images.shape[0] == 4
+    config.update(dict(weights="", stage_sizes=(1, 1), stage_widths=(8, 16)))
+    config.data.image_size = 32
+    with tfds.testing.mock_data(num_examples=20, policy=tfds.testing.MockPolicy.USE_CODE):
+        data = pets.load_data(config)
+    train = data.train
+    assert len(train.class_names) == 37 and train.images.shape == (18, 32, 32, 3)  # 2 of 20 held out to validate
+    assert len(data.valid.labels) == 2 and data.test.images.shape[0] == 20
+    np.testing.assert_allclose(data.mean, [0.485, 0.456, 0.406])  # ImageNet's, for the pretrained body
     model = pets.make_model(config, len(train.class_names))
     variables = pets.initial_variables(config, model, (1, 32, 32, 3))
     assert variables["params"]["head"]["dense1"]["kernel"].shape == (512, 37)
@@ -199,9 +208,10 @@ def test_pets_data_model_and_variables_on_tfds_mock_examples():
     assert model.layer_groups()[1] == r"^(layer2_\d+)/"
 
 
-def test_dogs_vs_cats_reads_tfds_cats_vs_dogs():
-    config = dogs_vs_cats.get_config()
-    config.image_size = 16
+def test_dogs_vs_cats_preset_reads_tfds_cats_vs_dogs():
+    config = pets.get_config("dogs_vs_cats")
+    config.data.image_size = 16
     with tfds.testing.mock_data(num_examples=20, policy=tfds.testing.MockPolicy.USE_CODE):
-        train, test = pets.load_images(config)
-    assert train.class_names == test.class_names == ("cat", "dog") and train.images.shape[1:] == (16, 16, 3)
+        data = pets.load_data(config)
+    assert data.class_names == data.test.class_names == ("cat", "dog")
+    assert data.train.images.shape[1:] == (16, 16, 3)
