@@ -26,7 +26,6 @@ import numpy as np
 from research import configs, evaluation, experiment, interpret, sharding, vision
 from research.data import image_sources
 from research.data.arrays import image_batches, image_prepare
-from research.errors import InputError
 from research.models.resnet import small_resnet
 from research.tasks import classification
 from research.train_state import create_train_state
@@ -128,20 +127,12 @@ def _arrays(split) -> dict[str, np.ndarray]:
 
 def predict(config, workdir: str, input_path: str, output_path: str) -> int:
     """Predictions for the image files under `input_path` (a folder, or a CSV with a `file` column) with the run's
-    best checkpoint and saved preprocessing: a CSV of file, predicted class, probability and the top 3. Returns
-    the rows written; unreadable files are left out, then named in one error."""
-    saved = vision.load_preprocessing(workdir)
-    paths = vision.list_image_files(input_path)
-    images_N, good, bad = vision.decode_for_prediction(paths, saved)
-    mesh = sharding.make_mesh(1)
-    size, channels = saved["image_size"], saved["channels"]
-    create_state = _create_state_fn(config, len(saved["class_names"]), (size, size, channels))
-    state = create_state(experiment.one_cycle_optimizer(config, 1e-3, 0), jax.random.key(config.seed))
-    state = experiment.restore_trained(workdir, state, config.checkpoint.best_metric, config.checkpoint.best_mode)
-    probabilities = (evaluation.predict_probabilities(classification.predict, state, images_N, 256, mesh,
-                                                      saved["mean"], saved["std"]) if good else np.zeros((0, 1)))
-    vision.write_predictions(output_path, good, probabilities, saved["class_names"])
-    if bad:
-        raise InputError(f"{len(bad)} of {len(paths)} files could not be read (the other predictions are in "
-                         f"{output_path}): {bad[0]}")
-    return len(good)
+    best checkpoint and saved preprocessing: a CSV of file, predicted class, probability and the top 3."""
+
+    def state_for(saved):
+        size, channels = saved["image_size"], saved["channels"]
+        create_state = _create_state_fn(config, len(saved["class_names"]), (size, size, channels))
+        state = create_state(experiment.one_cycle_optimizer(config, 1e-3, 0), jax.random.key(config.seed))
+        return experiment.restore_trained(workdir, state, config.checkpoint.best_metric, config.checkpoint.best_mode)
+
+    return vision.predict_image_files(workdir, input_path, output_path, state_for, classification.predict)

@@ -26,7 +26,6 @@ import numpy as np
 from research import augment, configs, evaluation, experiment, sharding, trainer, vision
 from research.data import fashion_mnist, fashion_mosaics
 from research.data.arrays import image_batches
-from research.errors import InputError
 from research.models.head import FastaiHead
 from research.models.resnet import BasicBlock, ResNet
 from research.tasks import multilabel
@@ -92,14 +91,17 @@ def make_augment_fn(config, size: int):
     return augment.compose(*fns)
 
 
+def tta_views(config):
+    """The test-time views that follow the training augmentation: the 8 symmetries and/or 1-pixel shifts."""
+    return functools.partial(augment.tta_views, dihedral_group=config.augment.dihedral,
+                             shift_pixels=min(config.augment.crop_padding, 1), pad_mode="edge")
+
+
 def probabilities_at(state, images, size: int, config, mesh, mean: float, std: float, tta: bool) -> np.ndarray:
     """Sigmoid probabilities of `images` resized to `size`; with `tta`, mixed with those of the views that
     follow the training augmentation."""
     predict = lambda state, x: multilabel.predict(state, augment.resize(x, size))
-    views = None
-    if tta:
-        views = functools.partial(augment.tta_views, dihedral_group=config.augment.dihedral,
-                                  shift_pixels=min(config.augment.crop_padding, 1), pad_mode="edge")
+    views = tta_views(config) if tta else None
     return evaluation.predict_probabilities(predict, state, images, config.eval_batch_size, mesh, mean, std, views=views,
                                  beta=config.tta_beta, activation=jax.nn.sigmoid)
 
@@ -200,23 +202,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def predict(config, workdir: str, input_path: str, output_path: str) -> int:
     """The classes above the run's validation thresholds for the images under `input_path` (a folder or a CSV):
-    a CSV of file, predicted classes and their probabilities, and the top 3. Returns the rows written."""
-    saved = vision.load_preprocessing(workdir)
+    a CSV of file, predicted classes and their probabilities, and the top 3."""
     with open(os.path.join(workdir, THRESHOLDS_FILE)) as f:
         chosen = json.load(f)
-    paths = vision.list_image_files(input_path)
-    images_N, good, bad = vision.decode_for_prediction(paths, saved)
-    mesh = sharding.make_mesh(1)
-    size = saved["image_size"]
-    state = create_train_state(make_model(config), experiment.one_cycle_optimizer(config, 1e-3, 0),
-                               jax.random.key(config.seed), (1, size, size, 1))
-    state = experiment.restore_trained(os.path.join(workdir, f"stage{len(config.sizes) - 1}_{size}px"), state)
-    predict_config = ml_collections.ConfigDict({**config.to_dict(), "eval_batch_size": 1})
-    probabilities = (probabilities_at(state, images_N, size, predict_config, mesh, saved["mean"], saved["std"],
-                                      chosen["tta"]) if good else np.zeros((0, 1)))
-    vision.write_predictions(output_path, good, probabilities, saved["class_names"],
-                             multi_label_thresholds=chosen["thresholds"])
-    if bad:
-        raise InputError(f"{len(bad)} of {len(paths)} files could not be read (the other predictions are in "
-                         f"{output_path}): {bad[0]}")
-    return len(good)
+    size = config.sizes[-1]
+
+    def state_for(saved):
+        state = create_train_state(make_model(config), experiment.one_cycle_optimizer(config, 1e-3, 0),
+                                   jax.random.key(config.seed), (1, size, size, 1))
+        return experiment.restore_trained(os.path.join(workdir, f"stage{len(config.sizes) - 1}_{size}px"), state)
+
+    views = tta_views(config) if chosen["tta"] else None
+    return vision.predict_image_files(workdir, input_path, output_path, state_for,
+                                      lambda state, x: multilabel.predict(state, augment.resize(x, size)),
+                                      jax.nn.sigmoid, views, chosen["thresholds"])

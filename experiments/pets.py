@@ -157,3 +157,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             metrics["test_accuracy_tta"] = float(np.mean(np.argmax(probabilities, -1) == data.test.labels))
     return experiment.write_results(workdir, metrics, config, timer.total(), mesh, classes=len(data.class_names),
                                     train_images=len(data.train.labels))
+
+
+def predict(config, workdir: str, input_path: str, output_path: str) -> int:
+    """Predictions for new image files with the fine-tuned model (the last SGDR cycle's checkpoint): a CSV of
+    file, predicted breed, probability and the top 3."""
+
+    def state_for(saved):
+        model = make_model(config, len(saved["class_names"]))
+        size = saved["image_size"]
+        variables = jax.jit(functools.partial(model.init, train=False))(jax.random.key(0),
+                                                                       np.zeros((1, size, size, 3), np.float32))
+        state = classification_state(model, variables, experiment.optimizer(config, 1e-3))
+        return experiment.restore_trained(os.path.join(workdir, "finetune"), state)
+
+    return vision.predict_image_files(workdir, input_path, output_path, state_for, classification.predict)

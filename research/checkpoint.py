@@ -91,6 +91,20 @@ class Checkpointer:
                 raise ValueError(f"{len(bad)} arrays differ from their fingerprints, e.g. {bad[0]}")
         return state, meta
 
+    def restore_variables(self, step: int) -> dict:
+        """{"params", "batch_stats"} of checkpoint `step`, whatever optimizer and schedule saved them (for
+        prediction and re-scoring), checked against their fingerprints; ValueError if damaged."""
+        restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+                                                                     meta=ocp.args.JsonRestore()))
+        state, meta = restored["state"], restored["meta"]
+        variables = {name: state.get(name) or {} for name in ("params", "batch_stats")}
+        expected, actual = meta.get("fingerprints", {}), _to_json(fingerprints(variables))
+        bad = [name for name in actual if actual[name] != expected.get(name)]
+        if bad:
+            raise ValueError(f"checkpoint {self.path(step)}: {len(bad)} arrays differ from their fingerprints, "
+                             f"e.g. {bad[0]}")
+        return variables
+
     def restore_latest(self, like_state) -> tuple[object, dict] | None:
         """The newest checkpoint that verifies, or None. Damaged ones are moved aside with a warning."""
         damaged = []

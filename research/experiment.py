@@ -172,10 +172,10 @@ class Timer:
 
 
 def restore_trained(workdir: str, state: TrainState, best_metric: str = "", best_mode: str = "max") -> TrainState:
-    """The trained state of a finished run in `workdir`: its best checkpoint by `best_metric` (a validation
-    metric), else its latest, restored into `state`'s structure (a fresh `setup.create_state(...)`).
-
-    For prediction on new data (scripts/predict.py) and for re-scoring a finished run."""
+    """`state` with the parameters and BatchNorm statistics of a run's best checkpoint by `best_metric` (a
+    validation metric), else its latest, in workdir/checkpoints; the optimizer state is left as it is, so any
+    optimizer will do (prediction, re-scoring). Shapes must match: a checkpoint of another model is an
+    InputError naming the parameter."""
     from research.checkpoint import Checkpointer  # orbax only where a checkpoint is read
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), best_metric=best_metric or None,
                                 best_mode=best_mode)
@@ -183,9 +183,19 @@ def restore_trained(workdir: str, state: TrainState, best_metric: str = "", best
         step = checkpointer.best_step() or checkpointer.latest_step()
         if step is None:
             raise InputError(f"{workdir}/checkpoints holds no checkpoint: train the run first")
-        return checkpointer.restore(step, state)[0]
+        variables = checkpointer.restore_variables(step)
     finally:
         checkpointer.close()
+    like = {"params": state.params, "batch_stats": state.batch_stats}
+    if jax.tree.structure(like) != jax.tree.structure(variables):
+        raise InputError(f"checkpoint step {step} in {workdir} is from a different model (other parameters)")
+    for (path, want), (_, got) in zip(jax.tree_util.tree_flatten_with_path(like)[0],
+                                      jax.tree_util.tree_flatten_with_path(variables)[0]):
+        if want.shape != got.shape:
+            raise InputError(f"checkpoint step {step} in {workdir} is from a different model: "
+                             f"{jax.tree_util.keystr(path)} has shape {got.shape}, this model {want.shape}")
+    placed = jax.tree.map(lambda new, old: jax.device_put(new, old.sharding), variables, like)
+    return state.replace(params=placed["params"], batch_stats=placed["batch_stats"])
 
 
 def write_run_info(workdir: str, experiment_file: str, config: ml_collections.ConfigDict) -> None:

@@ -5,12 +5,13 @@ import csv
 import functools
 import json
 import os
+from typing import Callable
 
 import jax
 import ml_collections
 import numpy as np
 
-from research import augment
+from research import augment, evaluation, sharding
 from research.data import images
 from research.errors import InputError
 
@@ -113,3 +114,26 @@ def write_predictions(output_path: str, paths: list[str], probabilities_NxK: np.
             for i in np.argsort(-p_K)[:k]:
                 row += [class_names[i], f"{p_K[i]:.4f}"]
             writer.writerow(row)
+
+
+def predict_image_files(workdir: str, input_path: str, output_path: str, state_for: Callable[[dict], object],
+                        predict: Callable, activation: Callable = jax.nn.softmax, views: Callable | None = None,
+                        multi_label_thresholds=None, batch_size: int = 256) -> int:
+    """Predictions for the image files under `input_path` (a folder, or a CSV with a `file` column), preprocessed
+    as the run in `workdir` saved, written by `write_predictions`. `state_for(preprocessing)` gives the trained
+    state (e.g. `experiment.restore_trained`). Returns the rows written; unreadable files are left out of the CSV,
+    then named in one InputError."""
+    saved = load_preprocessing(workdir)
+    paths = list_image_files(input_path)
+    images_N, good, bad = decode_for_prediction(paths, saved)
+    probabilities = np.zeros((0, len(saved["class_names"])))
+    if good:
+        probabilities = evaluation.predict_probabilities(predict, state_for(saved), images_N, batch_size,
+                                                         sharding.make_mesh(1), saved["mean"], saved["std"], views,
+                                                         activation=activation)
+    write_predictions(output_path, good, probabilities, saved["class_names"],
+                      multi_label_thresholds=multi_label_thresholds)
+    if bad:
+        raise InputError(f"{len(bad)} of {len(paths)} files could not be read (the other predictions are in "
+                         f"{output_path}): {bad[0]}")
+    return len(good)

@@ -33,15 +33,19 @@ def main(argv):
     from research.errors import InputError
     from research.trainer import NonFiniteError, Preempted
     experiment = load_experiment(flags.FLAGS["config"].config_filename)
+    # Recorded once the checkpoints are this config's (finished or preempted), never by a run that failed.
+    record = lambda: recipes.write_run_info(_WORKDIR.value, experiment_path(flags.FLAGS["config"].config_filename),
+                                            _CONFIG.value)
     try:
         distributed_flags.start()
-        recipes.write_run_info(_WORKDIR.value, experiment_path(flags.FLAGS["config"].config_filename), _CONFIG.value)
         results = experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except (InputError, NonFiniteError) as e:
         sys.exit(f"error: {e}")
     except Preempted as e:  # SIGTERM: the checkpoint is saved; exit 0 so the scheduler reruns us
+        record()
         print(f"preempted: {e}")
         return
+    record()
     metrics = results.get("metrics", {})
     print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
 

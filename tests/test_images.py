@@ -99,7 +99,7 @@ def test_predict_writes_a_csv_for_new_images_and_names_the_bad_file(trained_run,
     all_images, labels = fashion_test_split
     new = tmp_path / "new"
     for k in range(10):
-        os.makedirs(new / f"batch{k % 2}")
+        os.makedirs(new / f"batch{k % 2}", exist_ok=True)
         for i in np.flatnonzero(labels == k)[-5:]:
             _save(all_images[i], str(new / f"batch{k % 2}" / f"{k}_{i:05d}"), i % 4)
     (new / "batch0" / "broken.png").write_bytes(b"not a png at all")

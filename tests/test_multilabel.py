@@ -2,11 +2,15 @@
 Fashion-MNIST mosaics (TFDS builder on the real images) and a reduced run of the mosaics experiment."""
 
 import json
+import os
+import subprocess
+import sys
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import REPO_ROOT
 from experiments import fashion_mosaics_multilabel as experiment
 from research.tasks import multilabel
 from research.data import fashion_mnist, fashion_mosaics
@@ -131,3 +135,19 @@ def test_reduced_experiment_learns_and_writes_results(mosaics_dir, tmp_path):
     metrics = results["metrics"]
     assert metrics["test_f2"] > 0.75 and metrics["test_f1"] > 0.6, metrics
     assert len(results["thresholds"]) == 10 and all(0 < t < 1 for t in results["thresholds"])
+
+
+def test_lr_find_cli_sweeps_the_mosaics_experiment(mosaics_dir, tmp_path):
+    """scripts/lr_find.py on a second experiment (multi-label, sigmoid BCE, 28 px first stage) through its
+    `setup`: the curve falls before it diverges and the suggestions lie inside the sweep."""
+    run = subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, "scripts", "lr_find.py"), "--config",
+         os.path.join(REPO_ROOT, "experiments", "fashion_mosaics_multilabel.py") + ":small", "--workdir",
+         str(tmp_path), f"--config.data_dir={mosaics_dir}", "--config.lr_find.num_steps=30",
+         "--config.lr_find.start_lr=1e-4"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "suggestions: bottom" in run.stdout
+    result = json.load(open(tmp_path / "lr_find.json"))
+    assert result["num_steps"] > 10
+    assert min(result["smoothed_losses"]) < result["smoothed_losses"][0]
+    assert all(1e-4 <= v <= 10 for v in result["suggestions"].values()), result["suggestions"]
