@@ -42,7 +42,7 @@ def batch_size_of(batch: dict) -> int:
 def _apply(state: TrainState, params, task: Task, batch: dict, train: bool, rng: jax.Array | None = None):
     """(outputs, batch_stats, carry) of the model on `batch`. A state with a `carry` (recurrent state carried
     across batches) passes it as `carry=` and the model returns `(outputs, new_carry)`."""
-    variables = {"params": params, "batch_stats": state.batch_stats}
+    variables = {"params": params} if state.batch_stats is None else {"params": params, "batch_stats": state.batch_stats}
     kwargs = {} if state.carry is None else {"carry": state.carry}
     if train:
         out, updates = state.apply_fn(variables, *task.inputs(batch), train=True, mutable=["batch_stats"],
