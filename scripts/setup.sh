@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Sets up a fresh Debian machine: the Fashion-MNIST data package (when apt is available),
-# a virtual environment in .venv/ with the pinned dependencies, and this project in editable mode.
+# Sets up a fresh Debian machine: the offline data packages (when apt is available), a virtual environment in
+# .venv/ with the pinned dependencies and this project in editable mode, and the data wheels (recbole, plotnine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; then
+# Real offline data that Debian ships: Fashion-MNIST (MIT) and the fortunes texts (BSD; NLP and char-RNN).
+PACKAGES=""
+[ -d /usr/share/datasets/fashion-mnist ] || PACKAGES="$PACKAGES dataset-fashion-mnist"
+[ -d /usr/share/games/fortunes ] || PACKAGES="$PACKAGES fortunes"
+if [ -n "$PACKAGES" ] && command -v apt-get >/dev/null; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  # Real Fashion-MNIST (MIT) ships in Debian; without it the experiment downloads the canonical files.
-  ($SUDO apt-get update -qq && $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
-    || echo "setup: could not install dataset-fashion-mnist; the data will be downloaded on first use"
+  # Without them the experiments download the canonical files (Fashion-MNIST) or ask for a text folder.
+  ($SUDO apt-get update -qq && $SUDO apt-get install -y -qq $PACKAGES >/dev/null) \
+    || echo "setup: could not install$PACKAGES"
 fi
 
 if [ ! -x .venv/bin/python ]; then
