@@ -101,20 +101,23 @@ def main(argv):
 
     import torch
 
+    from research import experiment as recipes, sharding
+    from research.data import image_sources
     from scripts.experiment_file import load_experiment
 
     torch.set_num_threads(_THREADS.value)
     config = _CONFIG.value
     experiment = load_experiment(flags.FLAGS["config"].config_filename)
-    images, labels, _, _ = experiment.load_data(config)
+    data = image_sources.load_image_data(config.data, config.data_dir)
 
     started = time.perf_counter()
-    torch_steps, _ = torch_lr_find(config, images, labels, experiment.MEAN, experiment.STD)
+    torch_steps, _ = torch_lr_find(config, data.train.images, data.train.labels, data.mean, data.std)
     torch_seconds = time.perf_counter() - started
 
     with tempfile.TemporaryDirectory() as workdir:
         started = time.perf_counter()
-        result = experiment.lr_find(config, workdir, data=(images, labels))
+        mesh = sharding.make_mesh(config.num_devices or None, config.fsdp_devices)
+        result = recipes.lr_find(config, workdir, experiment.setup(config, mesh, data))
         ours_seconds = time.perf_counter() - started
 
     print(f"PyTorch {torch.__version__} loop: {torch_steps} steps in {torch_seconds:.1f} s "
