@@ -83,6 +83,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.finetune = ml_collections.ConfigDict(dict(learning_rate=1e-2, cycle_steps=20, cycle_mult=2, num_cycles=3,
                                                 group_factor=3.0))  # lr/9, lr/3, lr
     c.scratch_learning_rates = (3e-3, 1e-2, 3e-2)
+    c.one_cycle.final_div_factor = 1e5  # fastai's default, as in the head phase (research/finetune.py)
     return c
 
 
