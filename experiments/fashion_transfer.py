@@ -45,7 +45,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from research import augment, configs, evaluation, experiment, finetune, pretrained, sharding, trainer
+from research import augment, configs, evaluation, experiment, finetune, pretrained, sharding, trainer, vision
 from research.data import fashion_mnist, image_sources
 from research.data.arrays import image_batches, image_prepare
 from research.errors import InputError
@@ -237,6 +237,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     timer = experiment.Timer()
     mesh = sharding.make_mesh(config.num_devices or None, config.fsdp_devices)
     source_train, source_test, targets, target_valid, target_test = split_data(config)
+    vision.save_preprocessing(workdir, 28, 1, MEAN, STD,
+                              [fashion_mnist.CLASS_NAMES[k] for k in config.target_classes])
     with timer("pretrain"):
         state, body_init = pretrain(config, source_train, mesh, workdir)
     metrics = {"pretrain_source_test_accuracy":
@@ -253,3 +255,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             metrics[f"n{n}_{key}"] = details[f"n{n}"][key]
     return experiment.write_results(workdir, metrics, config, timer.total(), mesh, **details,
                                     valid_images=len(target_valid[1]), test_images=len(target_test[1]))
+
+
+def predict(config, workdir: str, input_path: str, output_path: str) -> int:
+    """The target classes of new image files, with the model fine-tuned from the most labelled images (the last
+    SGDR cycle's checkpoint of n{max}/finetune): a CSV of file, predicted class, probability and the top 3."""
+    model = make_model(config, len(config.target_classes), head=True)
+
+    def state_for(saved):
+        variables = jax.jit(functools.partial(model.init, train=False))(jax.random.key(0),
+                                                                       np.zeros((1, 28, 28, 1), np.float32))
+        state = TrainState.create(apply_fn=model.apply, params=variables["params"],
+                                  batch_stats=variables["batch_stats"], tx=experiment.optimizer(config, 1e-3))
+        return experiment.restore_trained(os.path.join(workdir, f"n{max(config.labelled_per_class)}", "finetune"),
+                                          state)
+
+    return vision.predict_image_files(workdir, input_path, output_path, state_for, classification.predict)

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import PIL.Image
 import pytest
 import tensorflow_datasets as tfds
 
@@ -166,7 +167,7 @@ def _tiny_transfer_config(data_dir: str):
     return c
 
 
-def test_transfer_experiment_runs_every_phase(tfds_dir, tmp_path):
+def test_transfer_experiment_runs_every_phase(tfds_dir, tmp_path, fashion_test_split):
     config = _tiny_transfer_config(tfds_dir)
     workdir = str(tmp_path / "transfer")
     results = fashion_transfer.train_and_evaluate(config, workdir)
@@ -186,6 +187,17 @@ def test_transfer_experiment_runs_every_phase(tfds_dir, tmp_path):
     # Each phase's final checkpoint is in its own sub-workdir, where a rerun resumes (trainer.train).
     for phase, step in (("pretrain", 23), ("n20/head", 12), ("n20/scratch_lr0.01", 24)):
         assert str(step) in os.listdir(os.path.join(workdir, phase, "checkpoints")), phase
+
+    # Predictions for new images of the target classes with the fine-tuned model (scripts/predict.py's call).
+    images, labels = fashion_test_split
+    folder = tmp_path / "new"
+    folder.mkdir()
+    for i in np.flatnonzero(labels >= 5)[-10:]:
+        PIL.Image.fromarray(images[i, :, :, 0]).save(folder / f"{i}.png")
+    assert fashion_transfer.predict(config, workdir, str(folder), str(tmp_path / "out.csv")) == 10
+    with open(tmp_path / "out.csv") as f:
+        predicted = [row.split(",")[1] for row in f.read().splitlines()[1:]]
+    assert len(predicted) == 10 and set(predicted) <= {"Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"}
 
 
 def test_pets_data_model_and_variables_on_tfds_mock_examples():
