@@ -1,0 +1,203 @@
+"""Lesson 6: a character-level RNN (2-layer LSTM, or a GRU) that learns to write fortunes, against an
+interpolated Kneser-Ney n-gram model on the same split.
+
+Run (default preset, sized for a 2-core CPU):
+  .venv/bin/python scripts/train.py --config experiments/char_rnn.py --workdir runs/char_rnn
+The GRU variant:
+  .venv/bin/python scripts/train.py --config experiments/char_rnn.py:gru --workdir runs/char_rnn_gru
+Write new text with the trained run:
+  .venv/bin/python scripts/generate.py --workdir runs/char_rnn --prompt "The " --temperature 0.5 --length 400
+Per-file loss of new text (nats per character, CSV):
+  .venv/bin/python scripts/predict.py --workdir runs/char_rnn --input DIR_OR_FILE
+
+Data: the Debian `fortunes` package (research/data/fortunes.py), fortunes held out by document: 10% test
+(scored once at the end), 5% validation (checkpoint and n-gram order chosen there). Your own text, no code:
+`--config.data.source=folder --config.data.path=DIR` (one document per file; paragraphs if fewer than 10 files).
+
+Reaches: RESULTS (see README "Results": the machine, its load and the times).
+Writes samples.txt (temperatures 0.5 and 1.0), vocab.json, results.json, checkpoints.
+"""
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from research import configs, experiment, ngram, sharding
+from research.data import fortunes, text
+from research.data.lm_stream import LMStream
+from research.errors import InputError
+from research.models.char_rnn import CharRNN
+from research.tasks import language_model, steps
+from research.train_state import TrainState
+
+VOCAB_FILE = "vocab.json"
+
+
+def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
+    configs.check_preset(preset, ("cpu", "gru", "long"), "experiments/char_rnn.py")
+    c = configs.base()
+    c.data = ml_collections.ConfigDict(dict(
+        source="fortunes",  # or "folder": your own text files under `path`
+        path="",  # fortunes: the fortune directory ("" = $FORTUNES_DIR or /usr/share/games/fortunes)
+        test_fraction=0.1, valid_fraction=0.05))
+    c.model = ml_collections.ConfigDict(dict(cell="lstm", embed_dim=64, hidden_sizes=(512, 512), dropout=0.0))
+    c.batch_size = 64
+    c.bptt = 128
+    c.eval_batch_size = 64  # held-out rows read in parallel
+    c.num_epochs = 2
+    c.learning_rate = 4e-3  # > 0: no range test (0 runs it)
+    c.optimizer.clip_norm = 1.0
+    c.checkpoint.best_metric = "valid_loss"
+    c.checkpoint.best_mode = "min"
+    c.log_every = 100
+    c.ngram_orders = (4, 5, 6, 7, 8)  # the baseline's order is chosen on the validation text
+    c.samples = ml_collections.ConfigDict(dict(prompt="The ", length=600, temperatures=(0.5, 1.0), top_k=0))
+    if preset == "gru":
+        c.model.cell = "gru"
+    if preset == "long":
+        c.model.update(hidden_sizes=(1024, 1024), dropout=0.2)
+        c.num_epochs = 20
+        c.learning_rate = 2e-3
+    return c
+
+
+def load_documents(data: ml_collections.ConfigDict, seed: int) -> tuple[fortunes.Split, str]:
+    """(train/valid/test documents, the separator written between documents)."""
+    if data.source == "fortunes":
+        return fortunes.lm_split(data.path, seed, data.test_fraction, data.valid_fraction), "%\n"
+    if data.source == "folder":
+        if not data.path:
+            raise InputError("config.data.path must name a folder of text files when data.source='folder'")
+        documents = text.read_documents(data.path)
+        split = text.split_documents(documents, seed, data.test_fraction, data.valid_fraction)
+        return fortunes.Split(*split), "\n"
+    raise InputError(f"config.data.source must be 'fortunes' or 'folder', got {data.source!r}")
+
+
+def encode_splits(config, workdir: str | None = None) -> tuple[dict[str, np.ndarray], text.CharVocab]:
+    """{split: character ids of its documents joined}, and the vocabulary of the training text (saved to
+    workdir/vocab.json when workdir is given)."""
+    split, separator = load_documents(config.data, config.seed)
+    vocab = text.CharVocab.build(split.train)
+    if workdir is not None and jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        vocab.save(os.path.join(workdir, VOCAB_FILE))
+    ids = {name: vocab.encode(text.join_documents(docs, separator)) for name, docs in split._asdict().items()}
+    return ids, vocab
+
+
+def make_model(config, vocab_size: int) -> CharRNN:
+    m = config.model
+    return CharRNN(vocab_size, m.embed_dim, tuple(m.hidden_sizes), m.cell, m.dropout)
+
+
+def _create_state_fn(model: CharRNN, batch_size: int, window: int):
+    def create_state(tx, rng):
+        tokens = jnp.zeros((batch_size, window), jnp.int32)
+        carry = model.initial_carry(batch_size)
+        init = jax.jit(functools.partial(model.init, train=False))
+        variables = init(rng, tokens, jnp.zeros(batch_size, bool), jnp.ones((batch_size, window), bool),
+                         carry=carry)
+        return TrainState.create(apply_fn=model.apply, params=variables["params"], batch_stats={}, tx=tx,
+                                 carry=carry)
+
+    return create_state
+
+
+def setup(config, mesh, data: tuple[dict, text.CharVocab] | None = None) -> experiment.Setup:
+    ids, vocab = data or encode_splits(config)
+    batches = LMStream(ids["train"], config.batch_size, config.bptt, mesh, config.seed)
+    return experiment.Setup(
+        create_state=_create_state_fn(make_model(config, len(vocab)), config.batch_size, batches.window),
+        make_tx=lambda peak_lr, total_steps: experiment.one_cycle_optimizer(config, peak_lr, total_steps),
+        train_step=steps.make_train_step(language_model.task()), batches=batches)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    timer = experiment.Timer()
+    mesh = sharding.make_mesh(config.num_devices or None, config.fsdp_devices)
+    with timer("data"):
+        ids, vocab = encode_splits(config, workdir)
+    with timer("ngram"):
+        order, ngram_valid = ngram.best_order(ids["train"], ids["valid"], len(vocab), config.ngram_orders)
+        ngram_test = ngram.KneserNey(ids["train"], len(vocab), order).loss(ids["test"])
+    run = setup(config, mesh, (ids, vocab))
+    model = make_model(config, len(vocab))
+    evaluator = lambda split, prefix: language_model.make_evaluator(
+        model.apply, model.initial_carry, ids[split], config.eval_batch_size, config.bptt, prefix)
+    with timer("lr_find"):
+        learning_rate = experiment.learning_rate(config, workdir, run)
+    evaluate_valid = evaluator("valid", "valid_")
+    with timer("train"):
+        state = experiment.fit(config, workdir, run, learning_rate, mesh, evaluate_valid)
+    state = experiment.restore_trained(workdir, state, config.checkpoint.best_metric, config.checkpoint.best_mode)
+    with timer("test"):
+        metrics = {**evaluate_valid(state), **evaluator("test", "test_")(state)}
+    metrics.update(ngram_order=order, ngram_valid_loss=ngram_valid[order], ngram_test_loss=ngram_test)
+    with timer("samples"):
+        write_samples(config, workdir, state.params, model, vocab)
+    return experiment.write_results(workdir, metrics, config, timer.total(), mesh, learning_rate=learning_rate,
+                                    steps=config.num_epochs * run.batches.steps_per_epoch,
+                                    vocab_size=len(vocab), ngram_valid_losses=ngram_valid)
+
+
+def write_samples(config, workdir: str, params, model: CharRNN, vocab: text.CharVocab) -> None:
+    s = config.samples
+    lines = []
+    for i, temperature in enumerate(s.temperatures):
+        sample = sample_text(params, model, vocab, s.prompt, temperature, s.length, s.top_k, config.seed + i)
+        lines.append(f"=== temperature {temperature}, top_k {s.top_k}, prompt {s.prompt!r} ===\n{s.prompt}{sample}\n")
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "samples.txt"), "w", encoding="utf-8") as f:
+            f.write("\n".join(lines))
+
+
+def sample_text(params, model: CharRNN, vocab: text.CharVocab, prompt: str, temperature: float, length: int,
+                top_k: int = 0, seed: int = 0) -> str:
+    """`length` characters written after `prompt` (deterministic under `seed`)."""
+    prompt_ids = vocab.encode(prompt or "%\n")
+    sampler = language_model.make_sampler(model.apply, model.initial_carry, length)
+    ids = sampler(params, jnp.asarray(prompt_ids), jax.random.key(seed), jnp.float32(temperature),
+                  jnp.int32(top_k))
+    return vocab.decode(np.asarray(ids))
+
+
+def _restore(config, workdir: str) -> tuple[TrainState, CharRNN, text.CharVocab]:
+    vocab = text.CharVocab.load(os.path.join(workdir, VOCAB_FILE))
+    model = make_model(config, len(vocab))
+    state = _create_state_fn(model, 1, config.bptt)(experiment.one_cycle_optimizer(config, 1e-3, 0),
+                                                    jax.random.key(config.seed))
+    state = experiment.restore_trained(workdir, state, config.checkpoint.best_metric, config.checkpoint.best_mode)
+    return state, model, vocab
+
+
+def generate(config, workdir: str, prompt: str, temperature: float, length: int, top_k: int = 0,
+             seed: int = 0) -> str:
+    """scripts/generate.py: text written by the run's best checkpoint after `prompt`."""
+    state, model, vocab = _restore(config, workdir)
+    return sample_text(state.params, model, vocab, prompt, temperature, length, top_k, seed)
+
+
+def predict(config, workdir: str, input_path: str, output_path: str) -> int:
+    """Loss (nats per character) of the run's model on each text file under `input_path`: a CSV of file,
+    characters, loss."""
+    state, model, vocab = _restore(config, workdir)
+    rows = []
+    files = [input_path] if os.path.isfile(input_path) else sorted(
+        os.path.join(root, name) for root, _, names in os.walk(input_path) for name in names)
+    for file in files:
+        documents = text.read_documents(file)
+        ids = vocab.encode(text.join_documents(documents, "\n"))
+        if len(ids) < 2:
+            raise InputError(f"{file} holds fewer than 2 characters")
+        evaluate = language_model.make_evaluator(model.apply, model.initial_carry, ids, 1, config.bptt, "")
+        rows.append((file, len(ids), evaluate(state)["loss"]))
+    os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
+    with open(output_path, "w", encoding="utf-8") as f:
+        f.write("file,characters,loss_nats_per_char\n")
+        f.writelines(f"{file},{n},{loss:.4f}\n" for file, n, loss in rows)
+    return len(rows)

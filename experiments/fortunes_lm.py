@@ -1,0 +1,203 @@
+"""Lesson 4, part 1: an AWD-LSTM word-level language model on the fortunes (the body that
+experiments/fortunes_classifier.py fine-tunes), against an interpolated Kneser-Ney n-gram model on the same
+split.
+
+Run (default preset, sized for a 2-core CPU):
+  .venv/bin/python scripts/train.py --config experiments/fortunes_lm.py --workdir runs/fortunes_lm
+Write text with it:
+  .venv/bin/python scripts/generate.py --workdir runs/fortunes_lm --prompt "The meaning of life" --temperature 0.8 --length 60
+
+Data: every fortune of the Debian `fortunes` package, held out by document (10% test, 5% validation), minus
+the texts the topic classifier holds out (valid and test of research/data/fortunes.topic_split with the same
+seed), so the classifier is never scored on text its body has read. Your own text: `--config.data.source=folder
+--config.data.path=DIR` (one document per file). Tokens: research/data/tokens.py (vocab.json in the workdir).
+
+Reaches: RESULTS (see README "Results": machine, load, times). Writes samples.txt, vocab.json, results.json.
+"""
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from research import configs, experiment, ngram, sharding
+from research.data import fortunes, text, tokens
+from research.data.lm_stream import LMStream
+from research.errors import InputError
+from research.models.awd_lstm import AWDLSTM
+from research.tasks import language_model, steps
+from research.train_state import TrainState
+
+VOCAB_FILE = "vocab.json"
+
+
+def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
+    configs.check_preset(preset, ("cpu", "long"), "experiments/fortunes_lm.py")
+    c = configs.base()
+    c.data = ml_collections.ConfigDict(dict(
+        source="fortunes", path="", test_fraction=0.1, valid_fraction=0.05,
+        exclude_classifier_holdout=True, classifier_topics=10))
+    c.vocab = ml_collections.ConfigDict(dict(max_size=8000, min_freq=3))
+    # AWD-LSTM's dropouts scaled by fastai's drop_mult 0.3 (a small model trained for few epochs).
+    c.model = ml_collections.ConfigDict(dict(
+        embed_dim=200, hidden=400, num_layers=3, embed_drop=0.03, input_drop=0.18, hidden_drop=0.09,
+        weight_drop=0.15, output_drop=0.12))
+    c.ar, c.tar = 2.0, 1.0
+    c.batch_size = 32
+    c.bptt = 70
+    c.bptt_jitter = 5  # windows of 60-80 tokens
+    c.eval_batch_size = 32
+    c.num_epochs = 3
+    c.learning_rate = 5e-3
+    c.optimizer.clip_norm = 0.5
+    c.optimizer.weight_decay = 0.01
+    c.checkpoint.best_metric = "valid_loss"
+    c.checkpoint.best_mode = "min"
+    c.log_every = 100
+    c.ngram_orders = (2, 3, 4)
+    c.samples = ml_collections.ConfigDict(dict(prompt="", length=80, temperatures=(0.5, 1.0), top_k=0))
+    if preset == "long":  # the paper's sizes, for an accelerator
+        c.model.update(embed_dim=400, hidden=1150, embed_drop=0.1, input_drop=0.6, hidden_drop=0.3,
+                       weight_drop=0.5, output_drop=0.4)
+        c.vocab.max_size = 60000
+        c.num_epochs = 15
+    return c
+
+
+def load_documents(config) -> fortunes.Split:
+    data = config.data
+    if data.source == "fortunes":
+        split = fortunes.lm_split(data.path, config.seed, data.test_fraction, data.valid_fraction)
+        if data.exclude_classifier_holdout:
+            held, _ = fortunes.topic_split(data.path, data.classifier_topics, config.seed)
+            exclude = set(held.valid.texts) | set(held.test.texts)
+            split = split._replace(train=[t for t in split.train if t not in exclude])
+        return split
+    if data.source == "folder":
+        if not data.path:
+            raise InputError("config.data.path must name a folder of text files when data.source='folder'")
+        return fortunes.Split(*text.split_documents(text.read_documents(data.path), config.seed,
+                                                    data.test_fraction, data.valid_fraction))
+    raise InputError(f"config.data.source must be 'fortunes' or 'folder', got {data.source!r}")
+
+
+def encode_splits(config, workdir: str | None = None) -> tuple[dict[str, np.ndarray], tokens.Vocab]:
+    """{split: token ids of its documents, each starting with xxbos, concatenated} and the training vocabulary
+    (saved to workdir/vocab.json when workdir is given)."""
+    split = load_documents(config)
+    tokenized = {name: [tokens.tokenize(doc) for doc in docs] for name, docs in split._asdict().items()}
+    vocab = tokens.Vocab.build(tokenized["train"], config.vocab.max_size, config.vocab.min_freq)
+    if workdir is not None and jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        vocab.save(os.path.join(workdir, VOCAB_FILE))
+    ids = {name: np.concatenate([vocab.numericalize(t) for t in docs]) for name, docs in tokenized.items()}
+    return ids, vocab
+
+
+def make_model(config, vocab_size: int) -> AWDLSTM:
+    return AWDLSTM(vocab_size, **config.model.to_dict())
+
+
+def _create_state_fn(model: AWDLSTM, batch_size: int, window: int):
+    def create_state(tx, rng):
+        carry = model.initial_carry(batch_size)
+        init = jax.jit(functools.partial(model.init, train=False))
+        variables = init(rng, jnp.zeros((batch_size, window), jnp.int32), jnp.zeros(batch_size, bool),
+                         jnp.ones((batch_size, window), bool), carry=carry)
+        return TrainState.create(apply_fn=model.apply, params=variables["params"], batch_stats={}, tx=tx,
+                                 carry=carry)
+
+    return create_state
+
+
+def setup(config, mesh, data: tuple[dict, tokens.Vocab] | None = None) -> experiment.Setup:
+    ids, vocab = data or encode_splits(config)
+    batches = LMStream(ids["train"], config.batch_size, config.bptt, mesh, config.seed, config.bptt_jitter)
+    return experiment.Setup(
+        create_state=_create_state_fn(make_model(config, len(vocab)), config.batch_size, batches.window),
+        make_tx=lambda peak_lr, total_steps: experiment.one_cycle_optimizer(config, peak_lr, total_steps),
+        train_step=steps.make_train_step(language_model.task(config.ar, config.tar)), batches=batches)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    timer = experiment.Timer()
+    mesh = sharding.make_mesh(config.num_devices or None, config.fsdp_devices)
+    with timer("data"):
+        ids, vocab = encode_splits(config, workdir)
+    with timer("ngram"):
+        order, ngram_valid = ngram.best_order(ids["train"], ids["valid"], len(vocab), config.ngram_orders)
+        ngram_test = ngram.KneserNey(ids["train"], len(vocab), order).loss(ids["test"])
+    run = setup(config, mesh, (ids, vocab))
+    model = make_model(config, len(vocab))
+    evaluator = lambda split, prefix: language_model.make_evaluator(
+        model.apply, model.initial_carry, ids[split], config.eval_batch_size, config.bptt, prefix)
+    with timer("lr_find"):
+        learning_rate = experiment.learning_rate(config, workdir, run)
+    evaluate_valid = evaluator("valid", "valid_")
+    with timer("train"):
+        state = experiment.fit(config, workdir, run, learning_rate, mesh, evaluate_valid)
+    state = experiment.restore_trained(workdir, state, config.checkpoint.best_metric, config.checkpoint.best_mode)
+    with timer("test"):
+        metrics = {**evaluate_valid(state), **evaluator("test", "test_")(state)}
+    metrics.update(ngram_order=order, ngram_valid_loss=ngram_valid[order], ngram_test_loss=ngram_test,
+                   ngram_test_perplexity=float(np.exp(ngram_test)))
+    with timer("samples"):
+        s = config.samples
+        written = [f"=== temperature {t}, top_k {s.top_k}, prompt {s.prompt!r} ===\n"
+                   + sample_text(state.params, model, vocab, s.prompt, t, s.length, s.top_k, config.seed + i)
+                   for i, t in enumerate(s.temperatures)]
+        if jax.process_index() == 0:
+            with open(os.path.join(workdir, "samples.txt"), "w", encoding="utf-8") as f:
+                f.write("\n\n".join(written) + "\n")
+    return experiment.write_results(workdir, metrics, config, timer.total(), mesh, learning_rate=learning_rate,
+                                    steps=config.num_epochs * run.batches.steps_per_epoch, vocab_size=len(vocab),
+                                    train_tokens=int(len(ids["train"])), ngram_valid_losses=ngram_valid)
+
+
+def sample_text(params, model: AWDLSTM, vocab: tokens.Vocab, prompt: str, temperature: float, length: int,
+                top_k: int = 0, seed: int = 0) -> str:
+    """`length` tokens after `prompt` (a new document when empty), detokenised; deterministic under `seed`."""
+    prompt_tokens = tokens.tokenize(prompt)
+    sampler = language_model.make_sampler(model.apply, model.initial_carry, length)
+    ids = sampler(params, jnp.asarray(vocab.numericalize(prompt_tokens)), jax.random.key(seed),
+                  jnp.float32(temperature), jnp.int32(top_k))
+    return tokens.detokenize(prompt_tokens + vocab.textify(np.asarray(ids)))
+
+
+def _restore(config, workdir: str):
+    vocab = tokens.Vocab.load(os.path.join(workdir, VOCAB_FILE))
+    model = make_model(config, len(vocab))
+    state = _create_state_fn(model, 1, config.bptt)(experiment.one_cycle_optimizer(config, 1e-3, 0),
+                                                    jax.random.key(config.seed))
+    state = experiment.restore_trained(workdir, state, config.checkpoint.best_metric, config.checkpoint.best_mode)
+    return state, model, vocab
+
+
+def generate(config, workdir: str, prompt: str, temperature: float, length: int, top_k: int = 0,
+             seed: int = 0) -> str:
+    """scripts/generate.py: the prompt and `length` more tokens, as text (scripts/generate.py prints the prompt
+    too, so it is cut from the front here)."""
+    state, model, vocab = _restore(config, workdir)
+    written = sample_text(state.params, model, vocab, prompt, temperature, length, top_k, seed)
+    return " " + written[len(tokens.detokenize(tokens.tokenize(prompt))):].lstrip(" ") if prompt else written
+
+
+def predict(config, workdir: str, input_path: str, output_path: str) -> int:
+    """Perplexity of the run's model on each text file under `input_path`: a CSV of file, tokens, loss,
+    perplexity."""
+    state, model, vocab = _restore(config, workdir)
+    files = [input_path] if os.path.isfile(input_path) else sorted(
+        os.path.join(root, name) for root, _, names in os.walk(input_path) for name in names)
+    rows = []
+    for file in files:
+        ids = np.concatenate([vocab.numericalize(tokens.tokenize(doc)) for doc in text.read_documents(file)])
+        found = language_model.make_evaluator(model.apply, model.initial_carry, ids, 1, config.bptt, "")(state)
+        rows.append((file, len(ids), found["loss"], found["perplexity"]))
+    os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
+    with open(output_path, "w", encoding="utf-8") as f:
+        f.write("file,tokens,loss,perplexity\n")
+        f.writelines(f"{file},{n},{loss:.4f},{ppl:.2f}\n" for file, n, loss, ppl in rows)
+    return len(rows)
