@@ -103,9 +103,9 @@ def lr_range_test(train_step: Callable, state, batch_at: Callable, *, start_lr: 
     """
     values = sweep_values(start_lr, end_lr, num_steps, spacing)
     if compiled:
-        losses = np.asarray(_compiled_sweep(train_step, batch_at, beta, diverge, hyperparam)(
+        losses, ran = jax.device_get(_compiled_sweep(train_step, batch_at, beta, diverge, hyperparam)(
             state, jnp.asarray(values, jnp.float32), jax.random.key(seed)))
-        losses = losses[:_count_run(losses)]
+        losses = np.asarray(losses)[:int(ran.sum())]
     else:
         losses = _stepwise_sweep(train_step, state, batch_at, values, beta, diverge, seed, hyperparam)
     return _result(values[:len(losses)], losses, beta, diverge, hyperparam)
@@ -128,17 +128,11 @@ def lr_range_test_seeds(train_step: Callable, states, batch_at: Callable, seeds,
             state, jnp.asarray(values, jnp.float32), rng)
 
     keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
-    per_seed = np.asarray(jax.jit(jax.vmap(one))(states, keys, jnp.arange(len(seeds))))
-    steps = min(_count_run(row) for row in per_seed)
+    per_seed, ran = jax.device_get(jax.jit(jax.vmap(one))(states, keys, jnp.arange(len(seeds))))
+    per_seed, steps = np.asarray(per_seed), int(ran.sum(axis=1).min())
     result = _result(values[:steps], per_seed[:, :steps].mean(0), beta, diverge, hyperparam)
     result.losses_per_seed = per_seed[:, :steps]
     return result
-
-
-def _count_run(losses: np.ndarray) -> int:
-    """Steps run in a masked sweep: up to and including the first step reported as diverged (loss NaN after)."""
-    masked = np.flatnonzero(np.isnan(losses))
-    return int(masked[0]) if len(masked) and masked[0] > 0 else len(losses)
 
 
 def _stepwise_sweep(train_step, state, batch_at, values, beta, diverge, seed, hyperparam) -> np.ndarray:
@@ -161,10 +155,11 @@ def _stepwise_sweep(train_step, state, batch_at, values, beta, diverge, seed, hy
 
 
 def _compiled_sweep(train_step, batch_at, beta, diverge, hyperparam):
-    """A function (state, values_N, rng) -> losses_N, one lax.scan; after divergence: state kept, loss NaN.
+    """A function (state, values_N, rng) -> (losses_N, ran_N), one lax.scan; after divergence: state kept,
+    loss NaN, ran False.
 
     The step that diverges keeps its (non-finite or large) loss, so the curve shows the blow-up, and the
-    masked steps after it read NaN."""
+    masked steps after it read NaN; `ran` counts the steps run, whatever the diverging step's loss."""
 
     def sweep(state, values, rng):
         def body(carry, inputs):
@@ -179,11 +174,11 @@ def _compiled_sweep(train_step, batch_at, beta, diverge, hyperparam):
             state = jax.tree.map(lambda old, new: jnp.where(stopped, old, new), state, new_state)
             carry = (state, jnp.where(stopped, average, new_average), jnp.where(stopped, best, new_best),
                      stopped | _diverged(loss, smoothed, new_best, diverge))
-            return carry, jnp.where(stopped, jnp.nan, loss)
+            return carry, (jnp.where(stopped, jnp.nan, loss), ~stopped)
 
         init = (state, jnp.float32(0.0), jnp.float32(jnp.inf), jnp.bool_(False))
-        _, losses = jax.lax.scan(body, init, (jnp.arange(len(values)), values))
-        return losses
+        _, (losses, ran) = jax.lax.scan(body, init, (jnp.arange(len(values)), values))
+        return losses, ran
 
     return jax.jit(sweep)
 
@@ -254,12 +249,15 @@ def _beta_for(values: np.ndarray) -> float:
 
 
 def _valley_index(curve: np.ndarray) -> int:
-    """Middle of the longest (not necessarily contiguous) strictly decreasing subsequence of the curve."""
+    """fastai v2's `valley`: the longest (not necessarily contiguous) strictly decreasing subsequence of the
+    curve, and the point about half way along it, with fastai's arithmetic (from one before the subsequence's
+    first point, int(n / 3) + int(n / 6) further, n its length)."""
     length = np.ones(len(curve), int)  # length[i]: longest decreasing subsequence ending at i
     for i in range(1, len(curve)):
         earlier_higher = curve[:i] > curve[i]
         if earlier_higher.any():
             length[i] = 1 + length[:i][earlier_higher].max()
     end = int(np.argmax(length))
-    start = end - length[end] + 1
-    return max(start, 0) + (end - max(start, 0)) // 2
+    before_start = end - int(length[end])
+    third = (end - before_start) / 3
+    return max(before_start + int(third) + int(third / 2), 0)

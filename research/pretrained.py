@@ -10,7 +10,8 @@
 - `load_into`: puts loaded variables into a model's own, checking every name and shape; the head (or any
   group) can be skipped so that a new head keeps its initialisation.
 - `download`: the published torchvision and timm checkpoints, cached on disk and checked against their
-  SHA-256 (torchvision's file names carry its first hex digits). Needs a network: for users on the cloud.
+  SHA-256 (torchvision's file names carry its first hex digits) after the download and before each use of the
+  cached file. Needs a network: for users on the cloud.
 """
 
 import dataclasses
@@ -74,14 +75,18 @@ def cache_dir() -> str:
 
 
 def download(name: str, directory: str | None = None) -> str:
-    """The path of checkpoint `name` (a key of CHECKPOINTS) in the cache, downloading and checking it first
-    if it is not there. The file appears under its final name only once its digest has been checked."""
+    """The path of checkpoint `name` (a key of CHECKPOINTS) in the cache, downloading it first if it is not
+    there. The file appears under its final name only once its digest has been checked, and a cached file is
+    checked again before it is used."""
     if name not in CHECKPOINTS:
         raise InputError(f"unknown pretrained checkpoint {name!r}: use one of {sorted(CHECKPOINTS)}")
     checkpoint = CHECKPOINTS[name]
     directory = directory or cache_dir()
     path = os.path.join(directory, checkpoint.filename)
-    if os.path.exists(path):
+    if os.path.exists(path):  # checked before every use: a damaged or replaced file is never loaded
+        if not _sha256(path).startswith(checkpoint.sha256):
+            raise InputError(f"{path}: SHA-256 {_sha256(path)} does not start with {checkpoint.sha256} (damaged, "
+                             f"or not {checkpoint.url}); delete it to download it again")
         return path
     os.makedirs(directory, exist_ok=True)
     digest = hashlib.sha256()
@@ -99,6 +104,14 @@ def download(name: str, directory: str | None = None) -> str:
         raise InputError(f"{checkpoint.url}: SHA-256 {digest.hexdigest()} does not start with {checkpoint.sha256}")
     shutil.move(tmp.name, path)
     return path
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------- reading

@@ -12,9 +12,13 @@ workdir, never a loss or a model.
   of (seed, step) (see `research.data.arrays`), so the step is the whole data position and a resumed run equals an
   uninterrupted one bit for bit. On SIGTERM (preemption) the loop finishes the current step, saves it,
   waits for the write and raises `Preempted`; scripts exit 0.
+- Members (research/seeds.py): with `members=` names, the state holds K runs stacked on a leading axis and
+  `train_step` is one member's step, vmapped here (the non-finite guard acts per member); the members are
+  split over the devices, and every metric is logged per member (`train_loss/seed3`) and as their mean.
 """
 
 import json
+import math
 import os
 import signal
 import threading
@@ -29,6 +33,7 @@ from jax.sharding import Mesh
 
 from research import optimizers, sharding
 from research.checkpoint import Checkpointer
+from research.errors import InputError
 from research.metric_writer import MetricWriter
 from research.tasks.steps import means
 
@@ -47,11 +52,14 @@ class BatchSource(Protocol):
     def batch(self, step: int) -> dict: ...
 
 
-def jit_train_step(train_step: Callable, state, mesh: Mesh) -> Callable:
+def jit_train_step(train_step: Callable, state, mesh: Mesh, members: bool = False) -> Callable:
     """`train_step` jitted once for `mesh`: the state donated and sharded by `sharding.state_shardings`
     (replicated, large leaves split over the fsdp axis), the batch split over all devices, the rng and the
-    metrics replicated (so every process can read them)."""
-    state_sharding = sharding.state_shardings(state, mesh)
+    metrics replicated (so every process can read them). With `members`, `train_step` is one member's step,
+    vmapped over the stacked state and batch (the rng shared), and the members are split over the devices."""
+    state_sharding = _state_shardings(state, mesh, members)
+    if members:
+        train_step = jax.vmap(train_step, in_axes=(0, 0, None))
     return jax.jit(train_step, donate_argnums=0,
                    in_shardings=(state_sharding, sharding.batch_sharded(mesh), sharding.replicated(mesh)),
                    out_shardings=(state_sharding, sharding.replicated(mesh)))
@@ -61,7 +69,8 @@ def train(*, state, train_step: Callable, batches: BatchSource, num_steps: int, 
           workdir: str, evaluate: Callable[[object], dict[str, float]] | None = None,
           checkpoint_every: int | None = None, checkpoint_steps: Sequence[int] = (), log_every: int = 50,
           stop_at: int | None = None, meta: dict | None = None, progress: bool = True, keep_checkpoints: int = 2,
-          best_metric: str | None = None, best_mode: str = "max", skip_nonfinite: bool = False):
+          best_metric: str | None = None, best_mode: str = "max", skip_nonfinite: bool = False,
+          members: Sequence[str] = ()):
     """Trains to `num_steps` (or until `stop_at`, which simulates an interruption), resuming from `workdir`.
 
     Returns the final state. `evaluate(state) -> {name: value}` runs at each scheduled checkpoint and at the
@@ -74,11 +83,16 @@ def train(*, state, train_step: Callable, batches: BatchSource, num_steps: int, 
     non-finite metric (loss, grad_norm) unless `skip_nonfinite`, which instead leaves the state unchanged for
     such steps and counts them (`skipped_steps` in the log and the checkpoint); `InputError` when the
     workdir's checkpoint belongs to a different model.
+
+    `members`: names of the K runs stacked in `state` (research/seeds.py); `train_step` is then one member's
+    step and the batch source gives every member's batch on a leading axis. `evaluate` returns flat scalars
+    (research/seeds.evaluator: the mean over members and one per member); `best_metric` ranks their mean.
     """
     checkpoint_every = checkpoint_every or batches.steps_per_epoch
     checkpoint_steps = frozenset(int(s) for s in checkpoint_steps)
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep_checkpoints, best_metric, best_mode)
-    state = jax.device_put(state, sharding.state_shardings(state, mesh))
+    members = tuple(members)
+    state = jax.device_put(state, _state_shardings(state, mesh, bool(members)))
     start, skipped = 0, 0
     restored = checkpointer.restore_latest(state)
     if restored is not None:
@@ -87,7 +101,7 @@ def train(*, state, train_step: Callable, batches: BatchSource, num_steps: int, 
     _drop_logged_after(workdir, start)
     writer = MetricWriter(workdir)
     stop = min(stop_at or num_steps, num_steps)
-    step_fn = jit_train_step(guard_nonfinite(train_step, skip_nonfinite), state, mesh)
+    step_fn = jit_train_step(guard_nonfinite(train_step, skip_nonfinite), state, mesh, bool(members))
     rng = jax.random.key(seed)
     record = {"seed": seed, "steps_per_epoch": batches.steps_per_epoch, **(meta or {})}
 
@@ -97,9 +111,11 @@ def train(*, state, train_step: Callable, batches: BatchSource, num_steps: int, 
             jax.block_until_ready(metrics)
             return
         metrics = jax.device_get(metrics)
-        if metrics["nonfinite"]:
+        if np.any(metrics["nonfinite"]):
             bad = [name for name, value in metrics.items() if not np.all(np.isfinite(value))]
             what = ", ".join(bad) if bad else "train state (parameters or optimizer state)"
+            if members:
+                what += " of " + ", ".join(m for m, flag in zip(members, metrics["nonfinite"]) if flag)
             raise NonFiniteError(f"non-finite {what} at step {done}; {last_good()}")
 
     def last_good() -> str:
@@ -125,7 +141,8 @@ def train(*, state, train_step: Callable, batches: BatchSource, num_steps: int, 
                 if done % log_every == 0 or save:  # log windows end at checkpoints, so a resumed log matches
                     check(*pending)
                     pending = None
-                    skipped += _log(writer, bar, done, jax.device_get(summed), state, skip_nonfinite, skipped)
+                    skipped += _log(writer, bar, done, jax.device_get(summed), state, skip_nonfinite, skipped,
+                                    members)
                     summed = None
                 if not save:
                     continue
@@ -147,8 +164,11 @@ def train(*, state, train_step: Callable, batches: BatchSource, num_steps: int, 
     return state
 
 
-def _log(writer, bar, done: int, summed: dict, state, skip_nonfinite: bool, skipped_before: int) -> int:
+def _log(writer, bar, done: int, summed: dict, state, skip_nonfinite: bool, skipped_before: int,
+         members: Sequence[str] = ()) -> int:
     """Writes the window's train means and the learning rate; returns the steps skipped in the window."""
+    if members:
+        return _log_members(writer, bar, done, summed, state, skip_nonfinite, skipped_before, members)
     skipped = int(summed.pop("nonfinite"))  # always 0 unless skip_nonfinite: a non-finite step stops training
     scalars = {}
     if float(summed["count"]) > 0:  # 0 only if every step of the window was skipped
@@ -159,6 +179,41 @@ def _log(writer, bar, done: int, summed: dict, state, skip_nonfinite: bool, skip
     writer.write(done, scalars)
     bar.set_postfix(loss=f"{scalars.get('train_loss', float('nan')):.4f}", lr=f"{scalars['learning_rate']:.2e}")
     return skipped
+
+
+def _log_members(writer, bar, done: int, summed: dict, state, skip_nonfinite: bool, skipped_before: int,
+                 members: Sequence[str]) -> int:
+    """`_log` for K members: each member's means as `train_loss/MEMBER`, their mean as `train_loss`; the
+    learning rate likewise. Skipped steps count member-steps."""
+    skipped = int(np.sum(summed.pop("nonfinite")))
+    rates = np.broadcast_to(np.asarray(optimizers.current_learning_rate(state.opt_state)), (len(members),))
+    per_member = []
+    for k in range(len(members)):
+        sums = {name: value[k] for name, value in summed.items()}
+        scalars = {f"train_{name}": v for name, v in means(sums).items()} if float(sums["count"]) > 0 else {}
+        per_member.append({**scalars, "learning_rate": float(rates[k])})
+    scalars = {}
+    for name in dict.fromkeys(name for m in per_member for name in m):
+        values = [m[name] for m in per_member if name in m]
+        scalars[name] = float(np.mean(values))
+        scalars.update({f"{name}/{member}": m[name] for member, m in zip(members, per_member) if name in m})
+    if skip_nonfinite:
+        scalars["skipped_steps"] = skipped_before + skipped
+    writer.write(done, scalars)
+    bar.set_postfix(loss=f"{scalars.get('train_loss', float('nan')):.4f}", lr=f"{scalars['learning_rate']:.2e}")
+    return skipped
+
+
+def _state_shardings(state, mesh: Mesh, members: bool):
+    """The single-run shardings, or for stacked members every leaf split over the devices along the member
+    axis (so each device trains whole members: K must be a multiple of the mesh size)."""
+    if not members:
+        return sharding.state_shardings(state, mesh)
+    num_members = jax.tree.leaves(state)[0].shape[0]
+    if num_members % mesh.size:
+        raise InputError(f"{num_members} members do not divide over the {mesh.size} devices of the mesh: "
+                         f"use a multiple of {mesh.size} seeds or config.num_devices={math.gcd(num_members, mesh.size)}")
+    return jax.tree.map(lambda _: sharding.batch_sharded(mesh), state)
 
 
 def guard_nonfinite(train_step: Callable, skip: bool = False) -> Callable:

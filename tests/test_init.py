@@ -47,3 +47,22 @@ def test_small_resnet_logits_shape_and_zero_init_residual():
     variables = model.init(jax.random.key(0), jnp.zeros((2, 28, 28, 1)), train=False)
     assert model.apply(variables, jnp.ones((2, 28, 28, 1)), train=False).shape == (2, 10)
     assert float(jnp.abs(variables["params"]["layer1_0"]["bn2"]["scale"]).sum()) == 0.0
+
+
+@pytest.mark.parametrize("shape, fan_in, fan_out", [
+    ((3, 3, 16, 256), 3 * 3 * 16, 3 * 3 * 256),  # a conv widening 16x
+    ((1024, 64), 1024, 64)])  # a dense layer narrowing 16x
+def test_he_variances_follow_fan_in_and_fan_out_where_they_differ(shape, fan_in, fan_out):
+    """Fan-in and fan-out differ 16x here, so a swapped mode is off by 16x (a square kernel cannot tell)."""
+    for init, fan in ((he_normal_fan_in, fan_in), (he_normal_fan_out, fan_out)):
+        kernel = init(jax.random.key(3), shape)
+        assert abs(float(jnp.var(kernel)) / (2.0 / fan) - 1) < 0.05, (init, shape)
+
+
+def test_resnet_widening_conv_uses_torchvisions_fan_out():
+    """layer2_0/conv1 is 3x3x32x64 in this small ResNet: fan-out (9 * 64) and fan-in (9 * 32) differ 2x."""
+    model = resnet.small_resnet(num_classes=10, stage_widths=(32, 64, 128), stem_width=32)
+    params = jax.jit(lambda key: model.init(key, jnp.zeros((1, 28, 28, 1)), train=False))(jax.random.key(0))["params"]
+    kernel = params["layer2_0"]["conv1"]["kernel"]
+    assert kernel.shape == (3, 3, 32, 64)
+    assert abs(float(jnp.var(kernel)) / (2.0 / (9 * 64)) - 1) < 0.1

@@ -5,10 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import linen as nn
 from flax.training import train_state
 
 from research import lr_finder
 from research.optimizers import make_optimizer
+from research.tasks import classification
+from research.train_state import create_train_state
 
 # Least squares 0.5 * mean((X w - y)^2): plain gradient descent diverges above lr = 2 / L, L = the largest
 # eigenvalue of X^T X / n.
@@ -147,3 +150,70 @@ def test_sweep_with_param_groups_keeps_their_ratio():
     result = lr_finder.lr_range_test(step, state, _batch, start_lr=1e-4, end_lr=100.0, num_steps=200)
     # The reported loss is the slow group's: it diverges at base rate ~3 x 2/L.
     assert 3 * 2 / L / 2 < result.divergence_value < 3 * 2 / L * 2, (result.divergence_value, 6 / L)
+
+
+def test_compiled_and_stepwise_sweeps_count_the_step_whose_loss_is_nan():
+    """A step that diverges with a NaN loss (not merely a large one) is run and reported by both sweeps; the
+    compiled sweep masks the steps after it with NaN too, and must not mistake the NaN of the diverging step
+    for the first masked one."""
+    def step(state, batch, rng):
+        new_state, metrics = least_squares_step(state, batch, rng)
+        overflow = state.opt_state.hyperparams["learning_rate"] > 0.3  # as a float16 loss would overflow
+        return new_state, {**metrics, "loss": jnp.where(overflow, jnp.nan, metrics["loss"])}
+
+    kwargs = dict(start_lr=1e-4, end_lr=10.0, num_steps=50)
+    stepwise = lr_finder.lr_range_test(step, _state(), _batch, **kwargs)
+    compiled = lr_finder.lr_range_test(step, _state(), _batch, compiled=True, **kwargs)
+    first_nan = int(np.argmax(lr_finder.sweep_values(1e-4, 10.0, 50) > 0.3))
+    assert stepwise.num_steps == compiled.num_steps == first_nan + 1 < 50
+    assert np.isnan(compiled.losses[-1]) and np.isnan(stepwise.losses[-1])
+    np.testing.assert_allclose(compiled.losses[:-1], stepwise.losses[:-1], rtol=1e-5)
+    assert compiled.suggestions == pytest.approx(stepwise.suggestions, rel=1e-4)
+    multi = lr_finder.lr_range_test_seeds(step, jax.tree.map(lambda x: jnp.stack([x, x]), _state()),
+                                          lambda i, k: _batch(i), [0, 1], **kwargs)
+    assert multi.num_steps == first_nan + 1
+
+
+class _BatchNormNet(nn.Module):
+    """Dense -> BatchNorm -> ReLU -> Dense: a model with batch statistics that training moves."""
+
+    @nn.compact
+    def __call__(self, images, train: bool):
+        x = nn.Dense(16)(images.reshape(images.shape[0], -1))
+        x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.5)(x))
+        return nn.Dense(10)(x)
+
+
+def test_every_sweep_leaves_the_callers_state_with_batchnorm_bitwise_unchanged(
+        fashion_test_split):
+    images, labels = fashion_test_split
+    images = jnp.asarray(images[:512], jnp.float32) / 255
+    labels = jnp.asarray(labels[:512], jnp.int32)
+
+    def batch_at(i, k=0):
+        rows = jax.lax.dynamic_slice_in_dim(jax.random.permutation(jax.random.key(k), 512), (i % 8) * 64, 64)
+        return {"image": images[rows], "label": labels[rows]}
+
+    tx = make_optimizer("adamw", 1e-6, weight_decay=0.01)
+
+    def states():
+        """One state and two stacked ones, the same on every call. (The caller's copy is compared with a second
+        call's, not with its own host copy: on CPU a host copy shares the buffers and would block donation.)"""
+        create = lambda key: create_train_state(_BatchNormNet(), tx, key, (1, 28, 28, 1))
+        return create(jax.random.key(0)), jax.vmap(create)(jax.vmap(jax.random.key)(jnp.arange(2)))
+
+    state, stacked = states()
+    train_step = classification.make_train_step()
+    kwargs = dict(start_lr=1e-5, end_lr=10.0, num_steps=40)
+    single = lr_finder.lr_range_test(train_step, state, batch_at, compiled=True, **kwargs)
+    stepwise = lr_finder.lr_range_test(train_step, state, batch_at, **kwargs)
+    multi = lr_finder.lr_range_test_seeds(train_step, stacked, batch_at, [0, 1], **kwargs)
+    arrays = [x for x in jax.tree.leaves((state, stacked)) if isinstance(x, jax.Array)]
+    assert not any(x.is_deleted() for x in arrays)  # not donated (device_get would answer from its host copy)
+    after, before = jax.device_get((state, stacked)), jax.device_get(states())
+    for name in ("params", "batch_stats", "opt_state", "step"):
+        jax.tree.map(np.testing.assert_array_equal, getattr(before[0], name), getattr(after[0], name))
+        jax.tree.map(np.testing.assert_array_equal, getattr(before[1], name), getattr(after[1], name))
+    # The sweeps did train (the losses fell), so an unchanged state means an untouched one.
+    for result in (single, stepwise, multi):
+        assert result.losses.min() < 0.8 * result.losses[0]

@@ -1,4 +1,5 @@
-"""The classification train/eval steps on real Fashion-MNIST images."""
+"""The classification train/eval steps on real Fashion-MNIST images; label smoothing's loss; a skipped
+non-finite step."""
 
 import jax
 import jax.numpy as jnp
@@ -38,3 +39,46 @@ def test_eval_step_counts_only_masked_examples():
     assert float(metrics["accuracy"]) == 1.0  # row 0 right, row 1 wrong; rows 2-3 masked out
     expected_loss = float(jax.nn.logsumexp(jnp.array([5.0, 0.0])) * 2 - 5.0)
     assert float(metrics["loss"]) == pytest.approx(expected_loss, rel=1e-5)
+
+
+def test_label_smoothing_loss_equals_the_hand_computed_value():
+    """Logits (2, 0, 0), label 0, smoothing 0.1 over K=3 classes: the targets are 0.9 + 0.1/3 for the label and
+    0.1/3 for the others; log Z = log(e^2 + 2); the loss is -sum(target * log p)."""
+    logits = jnp.array([[2.0, 0.0, 0.0]])
+    log_z = np.log(np.exp(2.0) + 2.0)
+    expected = (0.9 + 0.1 / 3) * (log_z - 2.0) + 2 * (0.1 / 3) * log_z  # 0.37288
+    assert float(classification.cross_entropy(logits, jnp.array([0]), 0.1)[0]) == pytest.approx(expected, rel=1e-6)
+    assert expected == pytest.approx(0.37288, abs=1e-5)
+    loss = classification.task(label_smoothing=0.1).loss(logits, {"label": jnp.array([0])})
+    assert float(loss) == pytest.approx(expected, rel=1e-6)  # what the train step minimises
+    unsmoothed = classification.task().loss(logits, {"label": jnp.array([0])})
+    assert float(unsmoothed) == pytest.approx(log_z - 2.0, rel=1e-6)
+
+
+def test_a_skipped_nonfinite_step_leaves_params_batch_stats_and_optimizer_state_bitwise_unchanged(
+        fashion_test_split):
+    """trainer.guard_nonfinite(skip=True), as trainer.train runs it with skip_nonfinite: a batch holding a NaN
+    makes the loss and gradients NaN; the step must return the old state exactly (AdamW moments, step count,
+    BatchNorm statistics included), while the same step on clean images changes all of them."""
+    images, labels = fashion_test_split
+    model = small_resnet(num_classes=10, stage_widths=(8, 16, 32), stem_width=8)
+    state = create_train_state(model, make_optimizer("adamw", 1e-2, weight_decay=0.1), jax.random.key(0),
+                               (1, 28, 28, 1))
+    step = jax.jit(trainer.guard_nonfinite(classification.make_train_step(), skip=True))
+    clean = {"image": jnp.asarray(images[:32], jnp.float32) / 255, "label": jnp.asarray(labels[:32], jnp.int32)}
+    state, metrics = step(state, clean, jax.random.key(1))  # one real step first: non-zero Adam moments
+    assert int(metrics["nonfinite"]) == 0
+    before = jax.device_get(state)
+    poisoned = {**clean, "image": clean["image"].at[3, 10, 10, 0].set(jnp.nan)}
+    skipped, metrics = step(state, poisoned, jax.random.key(2))
+    assert int(metrics["nonfinite"]) == 1 and float(metrics["count"]) == 0.0
+    after = jax.device_get(skipped)
+    for name in ("step", "params", "batch_stats", "opt_state"):
+        jax.tree.map(np.testing.assert_array_equal, getattr(before, name), getattr(after, name))
+    trained, metrics = step(skipped, clean, jax.random.key(3))
+    moved = jax.device_get(trained)
+    assert int(metrics["nonfinite"]) == 0 and int(moved.step) == int(before.step) + 1
+    for name in ("params", "batch_stats", "opt_state"):
+        changed = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(getattr(before, name)),
+                                                             jax.tree.leaves(getattr(moved, name)))]
+        assert any(changed), name

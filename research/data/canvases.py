@@ -1,0 +1,122 @@
+"""Fashion-MNIST canvases: a real segmentation dataset built offline, as a stand-in for CamVid / Carvana.
+
+Each canvas is 64x64x1 (uint8, black background) holding 1 to 4 real Fashion-MNIST items (uniformly), each
+resized (bilinear) to a random square side in [24, 40] px and placed at a random position inside the canvas;
+later items cover earlier ones where they overlap. The mask (64x64, uint8) labels each pixel with its item's
+class + 1 (1..10) or 0 for background.
+
+An item's pixels are those of its resized image at or above 16 (of 255), with the holes inside filled
+(`scipy.ndimage.binary_fill_holes`: dark patches inside a garment belong to it). Only those pixels are pasted,
+so every non-zero pixel of a canvas belongs to the item its mask names, and the faint halo below the threshold
+stays black background.
+
+Canvases are drawn with a fixed seed per split, so every build is identical:
+  train:      from Fashion-MNIST training images 0..53999
+  validation: from Fashion-MNIST training images 54000..59999 (no item is shared with `train`)
+  test:       from the 10k Fashion-MNIST test images (held out)
+The builder writes PNG-encoded canvases and masks to ArrayRecord files (no TensorFlow); read them with `load`.
+"""
+
+import dataclasses
+import io
+
+import numpy as np
+import PIL.Image
+import scipy.ndimage
+import tensorflow_datasets as tfds
+
+from research.data import fashion_mnist
+
+SIZE = 64
+MIN_SIDE, MAX_SIDE = 24, 40
+MAX_ITEMS = 4
+THRESHOLD = 16
+CLASS_NAMES = ("background", *fashion_mnist.CLASS_NAMES)  # mask value k: background (0), item class k - 1
+VALIDATION_START = 54_000
+SEEDS = {"train": 10, "validation": 11, "test": 12}
+
+
+def item_and_mask(image_28x28: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the item resized to side x side, uint8; its pixels, bool): resized >= THRESHOLD, holes filled."""
+    resized = np.asarray(PIL.Image.fromarray(image_28x28).resize((side, side), PIL.Image.Resampling.BILINEAR))
+    return resized, scipy.ndimage.binary_fill_holes(resized >= THRESHOLD)
+
+
+def make_canvases(images_Nx28x28: np.ndarray, labels_N: np.ndarray, count: int,
+                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(canvases count x 64 x 64 uint8, masks count x 64 x 64 uint8 in 0..10), drawn from `seed`."""
+    rng = np.random.default_rng(seed)
+    canvases = np.zeros((count, SIZE, SIZE), np.uint8)
+    masks = np.zeros((count, SIZE, SIZE), np.uint8)
+    for n in range(count):
+        for _ in range(rng.integers(1, MAX_ITEMS + 1)):
+            source = rng.integers(len(images_Nx28x28))
+            side = int(rng.integers(MIN_SIDE, MAX_SIDE + 1))
+            top, left = rng.integers(0, SIZE - side + 1, 2)
+            item, pixels = item_and_mask(images_Nx28x28[source], side)
+            window = np.s_[top:top + side, left:left + side]
+            canvases[n][window] = np.where(pixels, item, canvases[n][window])
+            masks[n][window] = np.where(pixels, labels_N[source] + 1, masks[n][window])
+    return canvases, masks
+
+
+@dataclasses.dataclass
+class CanvasesConfig(tfds.core.BuilderConfig):
+    train: int = 0
+    validation: int = 0
+    test: int = 0
+
+
+class FashionCanvases(tfds.core.GeneratorBasedBuilder):
+    """64x64 canvases of 1-4 real Fashion-MNIST items with per-pixel class masks (see the module docstring)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    BUILDER_CONFIGS = [
+        CanvasesConfig(name="default", description="12k train, 1k validation, 2k test canvases",
+                       train=12_000, validation=1_000, test=2_000),
+        CanvasesConfig(name="small", description="600 train, 100 validation, 100 test canvases (tests)",
+                       train=600, validation=100, test=100),
+    ]
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="64x64 canvases of 1-4 Fashion-MNIST items; masks: 0 background, 1..10 item class + 1.",
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(SIZE, SIZE, 1)),
+                "mask": tfds.features.Image(shape=(SIZE, SIZE, 1)),
+            }),
+            supervised_keys=("image", "mask"),
+            disable_shuffling=True,  # records in generation order, so `load` returns `make_canvases`'s order
+            homepage="https://github.com/zalandoresearch/fashion-mnist",
+        )
+
+    def _split_generators(self, dl_manager):
+        arrays = fashion_mnist.raw_arrays(dl_manager.download_dir)
+        train_images, train_labels = arrays["train"]
+        sources = {"train": (train_images[:VALIDATION_START], train_labels[:VALIDATION_START]),
+                   "validation": (train_images[VALIDATION_START:], train_labels[VALIDATION_START:]),
+                   "test": arrays["test"]}
+        return {split: self._generate_examples(*sources[split], getattr(self.builder_config, split), SEEDS[split])
+                for split in ("train", "validation", "test")}
+
+    def _generate_examples(self, images, labels, count, seed):
+        canvases, masks = make_canvases(images, labels, count, seed)
+        for i in range(count):
+            yield i, {"image": _png(canvases[i]), "mask": _png(masks[i])}
+
+
+def _png(array_HxW: np.ndarray) -> bytes:
+    png = io.BytesIO()
+    PIL.Image.fromarray(array_HxW).save(png, format="PNG")
+    return png.getvalue()
+
+
+def load(split: str, data_dir: str | None = None, config: str = "default") -> tuple[np.ndarray, np.ndarray]:
+    """Builds the ArrayRecord dataset if needed; returns (images N x 64 x 64 x 1 uint8, masks N x 64 x 64 uint8)."""
+    builder = FashionCanvases(config=config, data_dir=data_dir, file_format="array_record")
+    builder.download_and_prepare()
+    source = builder.as_data_source(split=split)
+    records = source.__getitems__(list(range(len(source))))
+    return (np.stack([r["image"] for r in records]).astype(np.uint8),
+            np.stack([r["mask"][..., 0] for r in records]).astype(np.uint8))

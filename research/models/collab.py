@@ -1,0 +1,80 @@
+"""Collaborative-filtering models (lesson 5): `(user_B int, item_B int) -> B predicted ratings`.
+
+Index 0 of users and of items is the id the training split never saw: its factors and biases are masked to
+zero, so an unseen user gets the item's bias on the global offset, and an unseen user on an unseen item gets
+the global offset alone (trained to about the mean rating): the global-mean path.
+
+Both squash their score into `y_range` with a scaled sigmoid, low + (high - low) * sigmoid(score) (fastai uses
+(0, 5.5) for 1-5 stars, so that 5 is reachable without an infinite score).
+"""
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from research.models.tabular import embedding_size
+
+
+def scaled_sigmoid(score_B: jax.Array, y_range: tuple[float, float]) -> jax.Array:
+    low, high = y_range
+    return low + (high - low) * nn.sigmoid(score_B)
+
+
+def _known(index_B: jax.Array) -> jax.Array:
+    return (index_B != 0).astype(jnp.float32)
+
+
+class DotProductBias(nn.Module):
+    """score = <user factors, item factors> + user bias + item bias + a global offset (fastai's
+    DotProductBias plus the offset, which is what an unseen user and item fall back to). Biases are one-column
+    embedding tables, so decoupled weight decay reaches them like every embedding (fastai decays them too)."""
+    num_users: int
+    num_items: int
+    num_factors: int = 50
+    y_range: tuple[float, float] = (0.0, 5.5)
+    init_std: float = 0.01
+
+    @nn.compact
+    def __call__(self, user_B: jax.Array, item_B: jax.Array, train: bool = False) -> jax.Array:
+        del train
+        init = nn.initializers.normal(self.init_std)
+        known_user_B, known_item_B = _known(user_B), _known(item_B)
+        user_BxF = nn.Embed(self.num_users, self.num_factors, embedding_init=init, name="user_factors")(user_B)
+        item_BxF = nn.Embed(self.num_items, self.num_factors, embedding_init=init, name="item_factors")(item_B)
+        user_bias_B = nn.Embed(self.num_users, 1, embedding_init=init, name="user_bias")(user_B)[:, 0]
+        item_bias_B = nn.Embed(self.num_items, 1, embedding_init=init, name="item_bias")(item_B)[:, 0]
+        offset = self.param("offset", nn.initializers.zeros, ())
+        score_B = (jnp.sum(user_BxF * item_BxF, -1) * known_user_B * known_item_B
+                   + user_bias_B * known_user_B + item_bias_B * known_item_B + offset)
+        return scaled_sigmoid(score_B, self.y_range)
+
+
+class EmbeddingNet(nn.Module):
+    """fastai's collab EmbeddingNN: user and item embeddings (fastai's width rule) concatenated, embedding
+    dropout, then Dense -> ReLU -> Dropout blocks and one output through the scaled sigmoid. Unseen ids get
+    zero embeddings."""
+    num_users: int
+    num_items: int
+    hidden: Sequence[int] = (100,)
+    dropouts: Sequence[float] = (0.1,)
+    embedding_dropout: float = 0.0
+    user_factors: int = 0  # 0 = fastai's rule, embedding_size(num_users)
+    item_factors: int = 0
+    y_range: tuple[float, float] = (0.0, 5.5)
+    init_std: float = 0.01
+
+    @nn.compact
+    def __call__(self, user_B: jax.Array, item_B: jax.Array, train: bool = False) -> jax.Array:
+        init = nn.initializers.normal(self.init_std)
+        user_width = self.user_factors or embedding_size(self.num_users)
+        item_width = self.item_factors or embedding_size(self.num_items)
+        user_BxU = nn.Embed(self.num_users, user_width, embedding_init=init, name="user_factors")(user_B)
+        item_BxI = nn.Embed(self.num_items, item_width, embedding_init=init, name="item_factors")(item_B)
+        x = jnp.concatenate([user_BxU * _known(user_B)[:, None], item_BxI * _known(item_B)[:, None]], -1)
+        x = nn.Dropout(self.embedding_dropout, deterministic=not train)(x)
+        for width, rate in zip(self.hidden, self.dropouts):
+            x = nn.relu(nn.Dense(width)(x))
+            x = nn.Dropout(rate, deterministic=not train)(x)
+        return scaled_sigmoid(nn.Dense(1, name="output")(x)[:, 0], self.y_range)

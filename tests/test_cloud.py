@@ -1,0 +1,99 @@
+"""The cloud launchers' dry runs print exactly the commands they would run, and the Colab notebook runs top to
+bottom offline on this CPU (its accelerator cell skipped) on real Fashion-MNIST images."""
+
+import json
+import os
+import subprocess
+import sys
+
+import nbclient
+import nbformat
+import pytest
+
+from conftest import REPO_ROOT
+
+PYTHON = sys.executable
+
+
+def _dry_run(script: str, *args: str) -> list[str]:
+    out = subprocess.run([PYTHON, f"scripts/cloud/{script}", *args, "--dry-run"], cwd=REPO_ROOT, check=True,
+                         capture_output=True, text=True).stdout
+    return out.splitlines()
+
+
+def test_tpu_vm_dry_run_prints_every_command_in_order():
+    lines = _dry_run("tpu_vm.py", "--name", "fj-1", "--zone", "us-central2-b", "--accelerator-type", "v4-8",
+                     "--project", "my-proj", "--config", "experiments/fashion_mnist.py:long", "--workdir",
+                     "runs/long", "--config.num_epochs=20")
+    where = "--zone=us-central2-b --project=my-proj"
+    assert lines == [
+        f"+ tar czf /tmp/fastjax-fj-1.tar.gz --exclude=./.venv --exclude=./.git --exclude=./runs -C {REPO_ROOT} .",
+        f"+ gcloud compute tpus tpu-vm create fj-1 {where} --accelerator-type=v4-8 --version=tpu-ubuntu2204-base",
+        f"+ gcloud compute tpus tpu-vm scp /tmp/fastjax-fj-1.tar.gz fj-1:fastjax.tar.gz {where} --worker=all",
+        f"+ gcloud compute tpus tpu-vm ssh fj-1 {where} --worker=all '--command=mkdir -p fastjax && tar xzf "
+        "fastjax.tar.gz -C fastjax && cd fastjax && bash scripts/setup.sh && .venv/bin/pip install -q "
+        "\"jax[tpu]==0.10.2\"'",
+        f"+ gcloud compute tpus tpu-vm ssh fj-1 {where} --worker=all '--command=cd fastjax && .venv/bin/python "
+        "scripts/train.py --config experiments/fashion_mnist.py:long --workdir runs/long --distributed "
+        "--config.num_epochs=20'",
+        "+ mkdir -p runs",
+        f"+ gcloud compute tpus tpu-vm scp --recurse fj-1:fastjax/runs/long runs {where} --worker=0",
+        f"+ gcloud compute tpus tpu-vm delete fj-1 {where} --quiet",
+    ]
+    kept = _dry_run("tpu_vm.py", "--name", "a", "--zone", "z", "--config", "e.py", "--workdir", "w", "--keep")
+    assert not any("delete" in line for line in kept)
+
+
+def test_gpu_vm_dry_run_prints_every_command_in_order():
+    lines = _dry_run("gpu_vm.py", "--host", "ubuntu@203.0.113.7", "--ssh-key", "/keys/aws.pem", "--config",
+                     "experiments/fashion_mnist.py", "--workdir", "runs/lesson1", "--fetch-into", "fetched",
+                     "--config.num_epochs=5")
+    ssh = "ssh -p 22 -i /keys/aws.pem"
+    assert lines == [
+        f"+ rsync -az --exclude=/.venv --exclude=/.git --exclude=/runs -e '{ssh}' {REPO_ROOT}/ "
+        "ubuntu@203.0.113.7:fastjax/",
+        f"+ {ssh} ubuntu@203.0.113.7 'cd fastjax && bash scripts/setup.sh && .venv/bin/pip install -q "
+        "\"jax[cuda12]==0.10.2\"'",
+        f"+ {ssh} ubuntu@203.0.113.7 'cd fastjax && .venv/bin/python scripts/train.py --config "
+        "experiments/fashion_mnist.py --workdir runs/lesson1 --config.num_epochs=5'",
+        "+ mkdir -p fetched",
+        f"+ rsync -az -e '{ssh}' ubuntu@203.0.113.7:fastjax/runs/lesson1 fetched/",
+    ]
+
+
+def test_launchers_reject_unknown_arguments():
+    result = subprocess.run([PYTHON, "scripts/cloud/gpu_vm.py", "--host", "h", "--config", "e.py", "--workdir", "w",
+                             "--epochs=3", "--dry-run"], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == ("error: unknown argument '--epochs=3' (only "
+                                                      "--config.KEY=VALUE passes to train.py)")
+
+
+def test_colab_notebook_runs_top_to_bottom_offline(tfds_dir, tmp_path):
+    """Every cell but the one tagged "accelerator" (clone + pip install on Colab), with a small run's settings
+    in place of the "parameters" cell."""
+    notebook = nbformat.read(os.path.join(REPO_ROOT, "notebooks", "lesson1_colab.ipynb"), as_version=4)
+    nbformat.validate(notebook)
+    tags = [cell.metadata.get("tags", []) for cell in notebook.cells]
+    assert sum("accelerator" in t for t in tags) == 1 and sum("parameters" in t for t in tags) == 1
+    notebook.cells = [cell for cell in notebook.cells if "accelerator" not in cell.metadata.get("tags", [])]
+    parameters = next(cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", []))
+    overrides = {"data.train_examples": 1000, "data.test_examples": 200, "num_epochs": 1, "learning_rate": 3e-3,
+                 "model.stem_width": 8, "model.stage_sizes": (1, 1), "model.stage_widths": (8, 16),
+                 "model.stage_strides": (2, 2), "top_losses": 4}
+    parameters.source = (f"PRESET = 'cpu'\nWORKDIR = {str(tmp_path / 'run')!r}\nOVERRIDES = {overrides!r}\n"
+                         f"DATA_DIR = {tfds_dir!r}")
+    client = nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
+                                     resources={"metadata": {"path": REPO_ROOT}})
+    client.execute()
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    metrics_cell = next(cell for cell in notebook.cells if "train_and_evaluate" in cell.source)
+    shown = metrics_cell.outputs[-1]["data"]["text/plain"]
+    assert "'test_accuracy'" in shown and "'valid_accuracy'" in shown
+    with open(tmp_path / "run" / "results.json") as f:
+        results = json.load(f)
+    assert set(results) >= {"metrics", "config", "timings", "devices", "versions"}
+    assert results["metrics"]["test_accuracy"] > 0.5  # 31 steps on 900 real images, far above chance (0.1)
+    images = [o for o in outputs if o.output_type == "display_data" and "image/png" in o["data"]]
+    assert len(images) == 3
