@@ -63,13 +63,14 @@ def get_config(preset: str = "dot") -> ml_collections.ConfigDict:
     c.eval_batch_size = 4000
     c.num_epochs = 5
     c.learning_rate = 5e-3
-    c.optimizer.weight_decay = 0.1
+    c.optimizer.weight_decay = 0.2
     c.epoch_scan = True  # one compiled program per epoch (one-device meshes); False: the trainer's step loop
     c.top_n = 10
     c.interpret = True
     c.log_every = 1250
     if preset == "net":
         c.model.kind = "net"
+        c.optimizer.weight_decay = 0.05
     return c
 
 
@@ -138,12 +139,19 @@ def _create_state_fn(config, maps: ratings_data.IndexMaps):
 
     def create_state(tx, rng):
         variables = init(rng, index_1, index_1)
-        return TrainState.create(apply_fn=model.apply, params=variables["params"], batch_stats={}, tx=tx)
+        return TrainState.create(apply_fn=model.apply, params=variables["params"],
+                                 batch_stats=variables.get("batch_stats", {}), tx=tx)
 
     return create_state
 
 
-TASK = regression.task(("user", "item"))
+def _metrics_with_loss(predictions_B, batch: dict, mask_B) -> dict:
+    """regression's sums, the squared error also as `loss` (what the trainer's progress bar shows)."""
+    summed = regression.summed_metrics(predictions_B, batch["target"], mask_B)
+    return {**summed, "loss": summed["squared_error"]}
+
+
+TASK = regression.task(("user", "item"))._replace(metrics=_metrics_with_loss)
 
 
 def setup(config, mesh, data: RatingsData | None = None) -> experiment.Setup:

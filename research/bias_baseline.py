@@ -1,6 +1,6 @@
 """The collaborative-filtering baseline: a rating is the global mean plus a user bias plus an item bias,
 
-    r_ui ~ mu + b_u + b_i,   minimising  sum (r_ui - mu - b_u - b_i)^2 + lambda_user |b|_users^2 + lambda_item |b|_items^2
+    r_ui ~ mu + b_u + b_i,  minimising  sum (r_ui - mu - b_u - b_i)^2 + lambda_user |b_u|^2 + lambda_item |b_i|^2
 
 with mu the training mean, solved by alternating least squares: with the user biases fixed each item bias has
 the closed form b_i = sum_u (r_ui - mu - b_u) / (lambda_item + n_i), and the other way round. The problem is

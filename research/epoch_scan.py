@@ -1,6 +1,7 @@
 """A whole epoch of training steps as one compiled program: a `lax.scan` over the epoch's steps, each drawing
-its batch as `ArrayBatches.batch(step)` does (the epoch's permutation drawn once, outside the scan) and its dropout key as the
-trainer does (`fold_in(key(seed), step)`), so an epoch-step equals `steps_per_epoch` trainer steps.
+its batch as `ArrayBatches.batch(step)` does (the epoch's permutation drawn once, outside the scan) and its
+dropout key as the trainer does (`fold_in(key(seed), step)`), so an epoch-step equals `steps_per_epoch`
+trainer steps.
 
 It plugs into the unchanged trainer as a train step and a batch source whose "step" is an epoch: the trainer
 then jits one epoch, checkpoints and evaluates per epoch, and resumes exactly (the batches stay a pure function

@@ -9,7 +9,8 @@ Seeds are config.seed .. config.seed + K - 1 on each side, so both sides see the
 data orders. A side whose experiment has `train_and_evaluate_seeds(config, workdir, num_seeds)` trains its K
 seeds in one vmapped program (research/seeds.py) in DIR/SIDE/; any other experiment trains them one after the
 other with `train_and_evaluate`, in DIR/SIDE/seed_S/ (the same numbers: member k of the vmapped program is the
-run --config.seed=S). Rerunning the command resumes: finished sides and seeds are read back, not retrained.
+run --config.seed=S); --sequential trains every side that way (faster on XLA:CPU, where vmapped convolutions
+are slow: README). Rerunning the command resumes: finished sides and seeds are read back, not retrained.
 
 Writes DIR/compare.md, DIR/compare.csv (one row per metric) and DIR/compare.png (training loss and every
 validation metric against the step: the mean over seeds, with a band of +-1 standard deviation).
@@ -29,6 +30,8 @@ _VARIANT = config_flags.DEFINE_config_file("variant", None, "Variant experiment,
                                            lock_config=True)
 _SEEDS = flags.DEFINE_integer("seeds", 3, "Number of seeds on each side (config.seed onwards).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for both sides' runs and the comparison.")
+_SEQUENTIAL = flags.DEFINE_bool("sequential", False, "Train the seeds one after the other even where an experiment "
+                                "can vmap them (faster on XLA:CPU, whose vmapped convolutions are slow).")
 flags.mark_flags_as_required(["baseline", "variant", "workdir"])
 
 SIDES = ("baseline", "variant")
@@ -45,7 +48,8 @@ def main(argv):
         per_side = {}
         for side, config in zip(SIDES, (_BASELINE.value, _VARIANT.value)):
             module = load_experiment(flags.FLAGS[side].config_filename)
-            per_side[side] = run_side(module, config, os.path.join(_WORKDIR.value, side), _SEEDS.value)
+            per_side[side] = run_side(module, config, os.path.join(_WORKDIR.value, side), _SEEDS.value,
+                                      _SEQUENTIAL.value)
         print(compare(per_side["baseline"], per_side["variant"], _WORKDIR.value,
                       labels=[flags.FLAGS[side].config_filename for side in SIDES]))
     except (InputError, NonFiniteError) as e:
@@ -54,11 +58,11 @@ def main(argv):
         print(f"preempted: {e}")
 
 
-def run_side(module, config, workdir: str, num_seeds: int) -> list[dict]:
+def run_side(module, config, workdir: str, num_seeds: int, sequential: bool = False) -> list[dict]:
     """Trains (or reads back) K seeds of one side; returns [{"seed", "metrics", "curves"}] per seed, where
     curves = {metric: (steps, values)} from the run's metrics.jsonl."""
     seeds = [config.seed + k for k in range(num_seeds)]
-    if hasattr(module, "train_and_evaluate_seeds"):
+    if hasattr(module, "train_and_evaluate_seeds") and not sequential:
         results = _read_results(workdir)
         if results is None or [s["seed"] for s in results.get("per_seed", [])] != seeds:
             results = module.train_and_evaluate_seeds(config, workdir, num_seeds)

@@ -1,4 +1,8 @@
-"""Shared fixtures: the real Fashion-MNIST data, built once per test session into a temporary TFDS dir."""
+"""Shared fixtures: the real Fashion-MNIST data, built once per test session into a temporary TFDS dir.
+
+The raw files come from $FASHION_MNIST_DIR or Debian's dataset-fashion-mnist package; tests never download.
+Without them, every test that needs the data is skipped for one stated reason (one line in pytest's summary,
+and one in its header)."""
 
 import os
 
@@ -9,8 +13,29 @@ from research.data import fashion_mnist
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _no_data_reason() -> str | None:
+    missing = fashion_mnist.missing_local_files()
+    if not missing:
+        return None
+    return (f"Fashion-MNIST is not in {fashion_mnist.local_dir()} (missing {', '.join(missing)}): install "
+            "Debian's dataset-fashion-mnist or set FASHION_MNIST_DIR; the tests that need it are skipped")
+
+
+def pytest_report_header(config):
+    return _no_data_reason() or f"Fashion-MNIST: {fashion_mnist.local_dir()}"
+
+
 @pytest.fixture(scope="session")
-def tfds_dir(tmp_path_factory):
+def fashion_mnist_dir() -> str:
+    """The directory holding the four raw Fashion-MNIST files (skips the test when there is none)."""
+    reason = _no_data_reason()
+    if reason:
+        pytest.skip(reason)
+    return fashion_mnist.local_dir()
+
+
+@pytest.fixture(scope="session")
+def tfds_dir(tmp_path_factory, fashion_mnist_dir):
     data_dir = str(tmp_path_factory.mktemp("tensorflow_datasets"))
     fashion_mnist.FashionMnistIdx(data_dir=data_dir, file_format="array_record").download_and_prepare()
     return data_dir

@@ -50,6 +50,7 @@ def test_unseen_users_and_items_take_the_global_mean_path():
     np.testing.assert_allclose(predicted, expected, rtol=1e-6)
     net = EmbeddingNet(num_users=3, num_items=3, hidden=(8,), dropouts=(0.5,))
     variables = jax.jit(net.init)(jax.random.key(0), jnp.ones(1, jnp.int32), jnp.ones(1, jnp.int32))
+    variables["batch_stats"] = jax.tree.map(lambda s: s + 0.5, variables["batch_stats"])  # as if trained
     user_B, item_B = jnp.array([0, 0, 2]), jnp.array([0, 1, 0])
     unseen = jax.jit(net.apply)(variables, user_B, item_B)
     zeroed = jax.tree.map(lambda x: x, variables)

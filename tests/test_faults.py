@@ -122,7 +122,9 @@ def signal_at_random_step(tmp_path, name: str, tfds_dir, cache_dir, sig):
     """Runs the TINY command in tmp_path/name (output in tmp_path/name.log), sends `sig` at a random step after
     the first checkpoint and waits for the exit; returns (workdir, the step aimed at, the return code, seconds
     from the signal to the exit)."""
-    aim = random.Random().randrange(FIRST_CHECKPOINT + 1, NUM_STEPS - 4)
+    seed = int(os.environ.get("FAULT_SEED", time.time_ns() % 2 ** 32))  # FAULT_SEED=<printed> reproduces a run
+    aim = random.Random(seed).randrange(FIRST_CHECKPOINT + 1, NUM_STEPS - 4)
+    print(f"{name}: signal at step {aim} (FAULT_SEED={seed})")
     workdir = tmp_path / name
     with open(tmp_path / f"{name}.log", "w") as out:
         proc = start_and_wait_for_step(workdir, tfds_dir, cache_dir, aim, out)

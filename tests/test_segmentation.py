@@ -139,7 +139,7 @@ TINY_SMALL = dict(stage_sizes=(1, 1, 1), stage_widths=(8, 16, 32), stem_width=8,
 @pytest.mark.parametrize("upsample", ["shuffle", "transpose"])
 def test_output_has_the_input_shape_for_odd_sizes(body, upsample):
     model = unet.UNet(unet.encoder_of(body), num_classes=5, upsample=upsample)
-    for shape in [(2, 33, 47, 3), (1, 45, 51, 3), (1, 17, 19, 3), (1, 64, 64, 3)]:
+    for shape in [(2, 33, 47, 3), (1, 17, 20, 3)]:
         x = jnp.zeros(shape)
         variables = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), x)
         out = jax.eval_shape(functools.partial(model.apply, train=False), variables, x)
@@ -182,7 +182,8 @@ def test_pretrained_encoder_features_equal_the_classifiers(tmp_path):
     assert float(jnp.abs(expected).max()) > 0.1
     np.testing.assert_allclose(features[-1], expected, atol=1e-5)
     # A classifier's own (flax) variables load the same way, and the decoder keeps its initialisation.
-    again = unet.load_encoder(unet.init_variables(model, jax.random.key(1), (1, 64, 64, 3)), classifier_variables)
+    again = unet.load_encoder(jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), image),
+                              classifier_variables)
     jax.tree.map(np.testing.assert_array_equal, again["params"]["encoder"], variables["params"]["encoder"])
     with pytest.raises(InputError, match="missing .*layer1_2"):
         bigger = unet.UNet(unet.encoder_of(resnet.resnet34(num_classes=1)), num_classes=3)

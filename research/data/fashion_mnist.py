@@ -40,12 +40,22 @@ def _read_verified(path: str, sha256: str) -> bytes:
     return raw
 
 
+def local_dir() -> str:
+    """Where the idx files are looked for first: $FASHION_MNIST_DIR, else Debian's package directory."""
+    return os.environ.get("FASHION_MNIST_DIR") or DEBIAN_DIR
+
+
+def missing_local_files() -> list[str]:
+    """The raw files absent from `local_dir()` (an empty list: no download is needed)."""
+    return [name for name in RAW_FILES if not os.path.exists(os.path.join(local_dir(), name))]
+
+
 def raw_arrays(download_dir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{'train': (images_Nx28x28 uint8, labels_N uint8), 'test': ...} from the local copy or the URLs."""
-    local_dir = os.environ.get("FASHION_MNIST_DIR", DEBIAN_DIR)
+    directory = local_dir()
     contents = {}
     for name, sha256 in RAW_FILES.items():
-        path = os.path.join(local_dir, name)
+        path = os.path.join(directory, name)
         if not os.path.exists(path):
             path = os.path.join(download_dir, name)
             if not os.path.exists(path):
@@ -54,7 +64,7 @@ def raw_arrays(download_dir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
                     urllib.request.urlretrieve(URL_ROOT + name, path + ".part")
                 except OSError as e:
                     raise FileNotFoundError(
-                        f"Fashion-MNIST file {name} is not in {local_dir} (install Debian's "
+                        f"Fashion-MNIST file {name} is not in {directory} (install Debian's "
                         f"dataset-fashion-mnist or set FASHION_MNIST_DIR) and downloading {URL_ROOT + name} "
                         f"failed: {e}") from None
                 os.replace(path + ".part", path)

@@ -53,8 +53,8 @@ class DotProductBias(nn.Module):
 
 class EmbeddingNet(nn.Module):
     """fastai's collab EmbeddingNN: user and item embeddings (fastai's width rule) concatenated, embedding
-    dropout, then Dense -> ReLU -> Dropout blocks and one output through the scaled sigmoid. Unseen ids get
-    zero embeddings."""
+    dropout, then Dense -> ReLU -> BatchNorm -> Dropout blocks (fastai's TabularModel) and one output through
+    the scaled sigmoid. Unseen ids get zero embeddings."""
     num_users: int
     num_items: int
     hidden: Sequence[int] = (100,)
@@ -76,5 +76,6 @@ class EmbeddingNet(nn.Module):
         x = nn.Dropout(self.embedding_dropout, deterministic=not train)(x)
         for width, rate in zip(self.hidden, self.dropouts):
             x = nn.relu(nn.Dense(width)(x))
+            x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
             x = nn.Dropout(rate, deterministic=not train)(x)
         return scaled_sigmoid(nn.Dense(1, name="output")(x)[:, 0], self.y_range)
