@@ -7,7 +7,8 @@ Run:
 Other splits: --config.data.split=u1 (GroupLens's u1..u5 folds), =time (the latest 20% of ratings).
 Your own ratings, no code: --config.data.path=ratings.csv [--config.data.user=USER_COLUMN
   --config.data.item=ITEM_COLUMN --config.data.rating=RATING_COLUMN --config.data.timestamp=TIME_COLUMN
-  --config.data.titles=items.csv --config.model.y_range=0,5.5].
+  --config.data.titles=items.csv --config.model.y_range="(0.0, 5.5)"] (the default y_range comes from the
+  training ratings' range [lo, hi]: (lo - (hi - lo) / 4, hi + (hi - lo) / 8), fastai's (0, 5.5) for 1-5 stars).
 Top-N recommendations (items the user did not rate in training) for the users of a CSV with a `user` column:
   .venv/bin/python scripts/predict.py --workdir runs/movielens --input users.csv --output recommendations.csv
 
@@ -57,7 +58,7 @@ def get_config(preset: str = "dot") -> ml_collections.ConfigDict:
         tune=False,  # True: validate on 10% of the training split, leaving the validation split unread
         tune_fraction=0.1))
     c.model = ml_collections.ConfigDict(dict(
-        kind="dot", num_factors=50, y_range=(0.0, 5.5),
+        kind="dot", num_factors=50, y_range=(),  # () = from the training ratings' range
         hidden=(100,), dropouts=(0.1,), embedding_dropout=0.0, user_factors=0, item_factors=0))  # net only
     c.batch_size = 64
     c.eval_batch_size = 4000
@@ -121,9 +122,18 @@ def load_ratings(config: ml_collections.ConfigDict) -> RatingsData:
 
 # --- model and training ----------------------------------------------------------------------------------------
 
+def y_range_of(config, maps: ratings_data.IndexMaps) -> tuple[float, float]:
+    """`config.model.y_range`, or from the training ratings' range: 1-5 stars give fastai's (0, 5.5)."""
+    if config.model.y_range:
+        low, high = (float(v) for v in config.model.y_range)
+        return low, high
+    spread = maps.max_rating - maps.min_rating
+    return maps.min_rating - spread / 4, maps.max_rating + spread / 8
+
+
 def make_model(config, maps: ratings_data.IndexMaps):
     m = config.model
-    y_range = tuple(float(v) for v in m.y_range)
+    y_range = y_range_of(config, maps)
     if m.kind == "dot":
         return DotProductBias(maps.num_users, maps.num_items, m.num_factors, y_range)
     if m.kind == "net":
@@ -172,12 +182,13 @@ def epoch_setup(config, run: experiment.Setup) -> experiment.Setup:
 
 
 def _baseline(data: RatingsData, seed: int, low: float, high: float) -> dict:
-    """The bias baseline: lambdas chosen on a 10% holdout of the training ratings, refitted on all of them."""
+    """The bias baseline: lambdas chosen on a 10% holdout of the training ratings, refitted on all of them;
+    its predictions clipped to the training ratings' range [low, high]."""
     maps, train = data.maps, data.train
     inner = ratings_data.random_split(len(train["target"]), 0.1, seed)
     part = lambda k: {name: array[inner == k] for name, array in train.items()}
     lambda_user, lambda_item, holdout_rmse = bias_baseline.choose_lambdas(part(0), part(1), maps.num_users,
-                                                                         maps.num_items)
+                                                                         maps.num_items, low, high)
     biases = bias_baseline.fit(train["user"], train["item"], train["target"], maps.num_users, maps.num_items,
                                lambda_user, lambda_item)
     return {"valid_rmse": bias_baseline.rmse(biases, data.valid, low, high), "lambda_user": lambda_user,
@@ -208,9 +219,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at:
     if stop_at is not None and stop_at < config.num_epochs * fitted.batches.steps_per_epoch:
         return {}
     metrics = evaluate_valid(state)
-    low, high = (float(v) for v in config.model.y_range)
     with timer("baseline"):
-        baseline = _baseline(data, config.seed, low, high)
+        baseline = _baseline(data, config.seed, data.maps.min_rating, data.maps.max_rating)
     print(f"{config.model.kind}: valid_rmse={metrics['valid_rmse']:.4f}; bias baseline (ALS, lambda_user="
           f"{baseline['lambda_user']:g}, lambda_item={baseline['lambda_item']:g}): "
           f"valid_rmse={baseline['valid_rmse']:.4f}")

@@ -22,7 +22,9 @@ Kaggle's Rossmann CSVs (train, store, store_states, state_names, googletrend, we
 Predict for new rows with the trained run (the saved preprocessing; a CSV with the training columns):
   .venv/bin/python scripts/predict.py --workdir runs/sales_tabular --input new_rows.csv --output predictions.csv
 
-Reaches (default preset, 2-core CPU): see the README's structured-data section for the measured numbers.
+Reaches (default preset, measured on the shared 2-core CPU at load average ~18): validation exp-RMSPE 0.1393 for
+the net (20 epochs, lr 1e-2, 87 s of training), HistGradientBoosting 0.1316 and RandomForest 0.1429 on the same
+split and features. The net beats the forest, not yet the boosted trees (issue 13's bar).
 """
 
 import functools

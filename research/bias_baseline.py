@@ -50,12 +50,14 @@ def rmse(biases: Biases, arrays: dict, low: float = -np.inf, high: float = np.in
     return float(np.sqrt(np.mean(errors_N ** 2)))
 
 
-def choose_lambdas(train: dict, valid: dict, num_users: int, num_items: int,
-                   grid: Sequence[float] = (0.0, 1.0, 2.0, 5.0, 10.0, 15.0, 25.0, 50.0)) -> tuple[float, float, float]:
-    """(lambda_user, lambda_item, valid RMSE) of the grid pair with the lowest RMSE on `valid`."""
+def choose_lambdas(train: dict, valid: dict, num_users: int, num_items: int, low: float = -np.inf,
+                   high: float = np.inf, grid: Sequence[float] = (0.0, 1.0, 2.0, 5.0, 10.0, 15.0, 25.0, 50.0),
+                   ) -> tuple[float, float, float]:
+    """(lambda_user, lambda_item, valid RMSE) of the grid pair with the lowest RMSE on `valid` (predictions
+    clipped to [low, high])."""
     scores = []
     for lambda_user, lambda_item in itertools.product(grid, grid):
         biases = fit(train["user"], train["item"], train["target"], num_users, num_items, lambda_user, lambda_item)
-        scores.append((rmse(biases, valid), lambda_user, lambda_item))
+        scores.append((rmse(biases, valid, low, high), lambda_user, lambda_item))
     best, lambda_user, lambda_item = min(scores)
     return lambda_user, lambda_item, best

@@ -72,7 +72,7 @@ def test_compare_two_real_experiments_three_seeds_each(tfds_dir, tmp_path):
         per_seed = [s["metrics"]["test_accuracy"] for s in results["per_seed"]]
         assert [s["seed"] for s in results["per_seed"]] == [0, 1, 2]
         assert len(set(per_seed)) > 1  # three different runs
-        assert min(per_seed) > 0.4  # 50 steps on 720 real images: far above chance (0.1)
+        assert min(per_seed) > 0.2  # 10 steps on 720 real images: above chance (0.1)
         assert float(rows["test_accuracy"][f"{side}_mean"]) == pytest.approx(np.mean(per_seed), abs=1e-9)
         assert float(rows["test_accuracy"][f"{side}_std"]) == pytest.approx(np.std(per_seed, ddof=1), abs=1e-9)
     baseline, variant = ([s["metrics"]["test_accuracy"] for s in json.load(open(tmp_path / side / "results.json"))
