@@ -242,9 +242,9 @@ def interpret(workdir: str, params, data: RatingsData) -> None:
     most_rated = most_rated[counts_I[most_rated] > 0]
     titles = [maps.title(maps.items[k - 1]) for k in most_rated]
     if "item_bias" in params:
-        biases = np.asarray(params["item_bias"]["embedding"])[most_rated, 0]
+        biases = np.asarray(params["item_bias"])[most_rated, 0]
         plots_collab.plot_item_biases(os.path.join(workdir, "item_biases.png"), biases, titles)
-    factors = np.asarray(params["item_factors"]["embedding"])[most_rated]
+    factors = np.asarray(params["item_factors"])[most_rated]
     plots_collab.plot_item_factors(os.path.join(workdir, "item_factors_pca.png"), factors, titles, num_labels=50)
 
 
@@ -262,7 +262,7 @@ def recommend(scores_UxI: np.ndarray, rated_U: list[set[int]], top_n: int) -> np
 def predict(config: ml_collections.ConfigDict, workdir: str, input_path: str, output_path: str) -> int:
     """Top-`config.top_n` recommendations for every user in the CSV `input_path` (column `config.data.user`
     or `user`): items they did not rate in training, best predicted rating first, with titles where known.
-    Users unseen in training get the global-mean path's ranking (item biases). Writes user, rank, item,
+    Users unseen in training get the average user's ranking. Writes user, rank, item,
     title, predicted_rating."""
     maps = ratings_data.IndexMaps.load(os.path.join(workdir, "index_maps.json"))
     if not os.path.exists(input_path):

@@ -13,7 +13,7 @@ from experiments import movielens
 from research import bias_baseline, sharding, trainer
 from research.data import ratings as ratings_data
 from research.errors import InputError
-from research.models.collab import DotProductBias, EmbeddingNet, scaled_sigmoid
+from research.models.collab import DotProductBias, EmbeddingNet, lookup, scaled_sigmoid
 
 
 @pytest.fixture(scope="module")
@@ -40,23 +40,27 @@ def test_unseen_users_and_items_take_the_global_mean_path():
     np.testing.assert_array_equal(maps.user_index(["9", "7", "new"]), [2, 1, 0])
     np.testing.assert_array_equal(maps.item_index(["b", "zzz"]), [2, 0])
     assert maps.titles == {"a": "Film A"} and maps.mean_rating == 3.0
-    model = DotProductBias(num_users=3, num_items=3, num_factors=4, y_range=(0.0, 5.5), init_std=1.0)
-    params = jax.jit(model.init)(jax.random.key(0), jnp.ones(1, jnp.int32), jnp.ones(1, jnp.int32))["params"]
-    params["offset"] = jnp.asarray(0.3)
-    item_bias = params["item_bias"]["embedding"][:, 0]
-    predicted = jax.jit(model.apply)({"params": params}, jnp.array([0, 0, 1]), jnp.array([0, 2, 0]))
-    expected = [scaled_sigmoid(0.3, (0.0, 5.5)), scaled_sigmoid(0.3 + item_bias[2], (0.0, 5.5)),
-                scaled_sigmoid(0.3 + params["user_bias"]["embedding"][1, 0], (0.0, 5.5))]
-    np.testing.assert_allclose(predicted, expected, rtol=1e-6)
-    net = EmbeddingNet(num_users=3, num_items=3, hidden=(8,), dropouts=(0.5,))
+    # Unseen (index 0) looks up the mean of the trained rows: the average user / item. Row 0 itself is unused.
+    np.testing.assert_allclose(lookup(jnp.array([[9.0, 9.0], [1.0, 2.0], [3.0, 6.0]]), jnp.array([2, 0, 1])),
+                               [[3.0, 6.0], [2.0, 4.0], [1.0, 2.0]])
+    model = DotProductBias(num_users=3, num_items=3, num_factors=1, y_range=(0.0, 5.5))
+    column = lambda *values: jnp.array(values)[:, None]
+    params = {"user_factors": column(9.0, 0.1, 0.3), "item_factors": column(9.0, 0.2, 0.4),
+              "user_bias": column(9.0, 0.1, 0.3), "item_bias": column(9.0, -0.2, 0.2), "offset": jnp.asarray(0.5)}
+    predicted = jax.jit(model.apply)({"params": params}, jnp.array([0, 0, 1, 2]), jnp.array([0, 2, 0, 1]))
+    # by hand: offset + <user, item> + user bias + item bias, the unseen ones at the means (0.2, 0.3, 0.2, 0.0)
+    scores = [0.5 + 0.2 * 0.3 + 0.2 + 0.0, 0.5 + 0.2 * 0.4 + 0.2 + 0.2, 0.5 + 0.1 * 0.3 + 0.1 + 0.0,
+              0.5 + 0.3 * 0.2 + 0.3 - 0.2]
+    np.testing.assert_allclose(predicted, 5.5 / (1 + np.exp(-np.array(scores))), rtol=1e-6)
+    net = EmbeddingNet(num_users=4, num_items=3, hidden=(8,), dropouts=(0.5,))
     variables = jax.jit(net.init)(jax.random.key(0), jnp.ones(1, jnp.int32), jnp.ones(1, jnp.int32))
     variables["batch_stats"] = jax.tree.map(lambda s: s + 0.5, variables["batch_stats"])  # as if trained
-    user_B, item_B = jnp.array([0, 0, 2]), jnp.array([0, 1, 0])
-    unseen = jax.jit(net.apply)(variables, user_B, item_B)
-    zeroed = jax.tree.map(lambda x: x, variables)
-    zeroed["params"]["user_factors"]["embedding"] = jnp.zeros_like(variables["params"]["user_factors"]["embedding"])
-    assert np.isfinite(unseen).all()
-    np.testing.assert_allclose(unseen[:2], jax.jit(net.apply)(zeroed, jnp.array([2, 2]), item_B[:2]), rtol=1e-6)
+    table = variables["params"]["user_factors"]
+    variables["params"]["user_factors"] = table.at[3].set((table[1] + table[2]) / 2)  # row 3 = the mean row
+    apply = jax.jit(net.apply)
+    np.testing.assert_allclose(apply(variables, jnp.array([0, 0]), jnp.array([1, 0])),
+                               apply(variables, jnp.array([3, 3]), jnp.array([1, 0])), rtol=1e-6)
+    assert np.isfinite(apply(variables, jnp.array([0]), jnp.array([0]))).all()
 
 
 def test_y_range_is_a_scaled_sigmoid():
@@ -117,7 +121,7 @@ def test_one_compiled_epoch_equals_the_step_loop(movielens_ratings, tmp_path):
     assert int(scanned.step) == int(looped.step) == total
     for a, b in zip(jax.tree.leaves(looped.params), jax.tree.leaves(scanned.params)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
-    assert not np.allclose(np.asarray(looped.params["item_bias"]["embedding"]), 0.0, atol=1e-3)
+    assert not np.allclose(np.asarray(looped.params["item_bias"]), 0.0, atol=1e-3)
 
 
 def test_real_training_on_movielens_beats_the_mean(movielens_ratings, tmp_path):
@@ -159,5 +163,5 @@ def test_csv_training_and_top_n_recommendations(movielens_ratings, tmp_path):
     first = top[top["user"] == "196"]
     assert not set(first["item"]) & rated and first["predicted_rating"].is_monotonic_decreasing
     assert first["title"].notna().all()
-    nobody = top[top["user"] == "nobody"]  # unseen: ranked by item bias alone
+    nobody = top[top["user"] == "nobody"]  # unseen: the average user's ranking
     assert len(nobody) == config.top_n and nobody["predicted_rating"].is_monotonic_decreasing

@@ -1,8 +1,10 @@
 """Collaborative-filtering models (lesson 5): `(user_B int, item_B int) -> B predicted ratings`.
 
-Index 0 of users and of items is the id the training split never saw: its factors and biases are masked to
-zero, so an unseen user gets the item's bias on the global offset, and an unseen user on an unseen item gets
-the global offset alone (trained to about the mean rating): the global-mean path.
+Index 0 of users and of items is the id the training split never saw (no training row trains it): it looks up
+the mean of the trained rows instead, i.e. the average user's factors and bias, so an unseen user gets what the
+average user would get for that item, and an unseen user on an unseen item the global mean path (the offset
+plus the mean biases and the mean factors' product). Tables are plain 2-D parameters (N x F, biases N x 1), so
+decoupled weight decay reaches all of them (fastai decays biases too).
 
 Both squash their score into `y_range` with a scaled sigmoid, low + (high - low) * sigmoid(score) (fastai uses
 (0, 5.5) for 1-5 stars, so that 5 is reachable without an infinite score).
@@ -22,14 +24,15 @@ def scaled_sigmoid(score_B: jax.Array, y_range: tuple[float, float]) -> jax.Arra
     return low + (high - low) * nn.sigmoid(score_B)
 
 
-def _known(index_B: jax.Array) -> jax.Array:
-    return (index_B != 0).astype(jnp.float32)
+def lookup(table_NxD: jax.Array, index_B: jax.Array) -> jax.Array:
+    """Rows `index_B` of the table; index 0 (unseen in training) gets the mean of rows 1..N-1."""
+    mean_D = jnp.mean(table_NxD[1:], axis=0)
+    return jnp.where((index_B != 0)[:, None], table_NxD[index_B], mean_D)
 
 
 class DotProductBias(nn.Module):
     """score = <user factors, item factors> + user bias + item bias + a global offset (fastai's
-    DotProductBias plus the offset, which is what an unseen user and item fall back to). Biases are one-column
-    embedding tables, so decoupled weight decay reaches them like every embedding (fastai decays them too)."""
+    DotProductBias plus the offset)."""
     num_users: int
     num_items: int
     num_factors: int = 50
@@ -40,21 +43,19 @@ class DotProductBias(nn.Module):
     def __call__(self, user_B: jax.Array, item_B: jax.Array, train: bool = False) -> jax.Array:
         del train
         init = nn.initializers.normal(self.init_std)
-        known_user_B, known_item_B = _known(user_B), _known(item_B)
-        user_BxF = nn.Embed(self.num_users, self.num_factors, embedding_init=init, name="user_factors")(user_B)
-        item_BxF = nn.Embed(self.num_items, self.num_factors, embedding_init=init, name="item_factors")(item_B)
-        user_bias_B = nn.Embed(self.num_users, 1, embedding_init=init, name="user_bias")(user_B)[:, 0]
-        item_bias_B = nn.Embed(self.num_items, 1, embedding_init=init, name="item_bias")(item_B)[:, 0]
+        user_BxF = lookup(self.param("user_factors", init, (self.num_users, self.num_factors)), user_B)
+        item_BxF = lookup(self.param("item_factors", init, (self.num_items, self.num_factors)), item_B)
+        user_bias_B = lookup(self.param("user_bias", init, (self.num_users, 1)), user_B)[:, 0]
+        item_bias_B = lookup(self.param("item_bias", init, (self.num_items, 1)), item_B)[:, 0]
         offset = self.param("offset", nn.initializers.zeros, ())
-        score_B = (jnp.sum(user_BxF * item_BxF, -1) * known_user_B * known_item_B
-                   + user_bias_B * known_user_B + item_bias_B * known_item_B + offset)
+        score_B = jnp.sum(user_BxF * item_BxF, -1) + user_bias_B + item_bias_B + offset
         return scaled_sigmoid(score_B, self.y_range)
 
 
 class EmbeddingNet(nn.Module):
     """fastai's collab EmbeddingNN: user and item embeddings (fastai's width rule) concatenated, embedding
     dropout, then Dense -> ReLU -> BatchNorm -> Dropout blocks (fastai's TabularModel) and one output through
-    the scaled sigmoid. Unseen ids get zero embeddings."""
+    the scaled sigmoid. Unseen ids get the mean embedding."""
     num_users: int
     num_items: int
     hidden: Sequence[int] = (100,)
@@ -70,9 +71,9 @@ class EmbeddingNet(nn.Module):
         init = nn.initializers.normal(self.init_std)
         user_width = self.user_factors or embedding_size(self.num_users)
         item_width = self.item_factors or embedding_size(self.num_items)
-        user_BxU = nn.Embed(self.num_users, user_width, embedding_init=init, name="user_factors")(user_B)
-        item_BxI = nn.Embed(self.num_items, item_width, embedding_init=init, name="item_factors")(item_B)
-        x = jnp.concatenate([user_BxU * _known(user_B)[:, None], item_BxI * _known(item_B)[:, None]], -1)
+        user_BxU = lookup(self.param("user_factors", init, (self.num_users, user_width)), user_B)
+        item_BxI = lookup(self.param("item_factors", init, (self.num_items, item_width)), item_B)
+        x = jnp.concatenate([user_BxU, item_BxI], -1)
         x = nn.Dropout(self.embedding_dropout, deterministic=not train)(x)
         for width, rate in zip(self.hidden, self.dropouts):
             x = nn.relu(nn.Dense(width)(x))
