@@ -268,7 +268,7 @@ def predict(config, workdir: str, input_path: str, output_path: str) -> int:
         colours = json.load(f)["colours"]
     size, channels, num_classes = saved["image_size"], saved["channels"], len(saved["class_names"])
     model = make_model(config, num_classes)
-    variables = unet.init_variables(model, jax.random.key(0), (1, size, size, channels))
+    variables = jax.device_put(unet.init_variables(model, jax.random.key(0), (1, size, size, channels)))
     state = TrainState.create(apply_fn=model.apply, params=variables["params"], batch_stats=variables["batch_stats"],
                               tx=experiment.optimizer(config, 1e-3))
     subdir = os.path.join(workdir, "finetune") if config.weights else workdir

@@ -24,8 +24,11 @@ def scaled_sigmoid(score_B: jax.Array, y_range: tuple[float, float]) -> jax.Arra
     return low + (high - low) * nn.sigmoid(score_B)
 
 
-def lookup(table_NxD: jax.Array, index_B: jax.Array) -> jax.Array:
-    """Rows `index_B` of the table; index 0 (unseen in training) gets the mean of rows 1..N-1."""
+def lookup(table_NxD: jax.Array, index_B: jax.Array, train: bool = False) -> jax.Array:
+    """Rows `index_B` of the table; index 0 (unseen in training) gets the mean of rows 1..N-1. Training
+    batches never hold index 0, so `train` skips the mean (a pass over the table per step)."""
+    if train:
+        return table_NxD[index_B]
     mean_D = jnp.mean(table_NxD[1:], axis=0)
     return jnp.where((index_B != 0)[:, None], table_NxD[index_B], mean_D)
 
@@ -41,12 +44,11 @@ class DotProductBias(nn.Module):
 
     @nn.compact
     def __call__(self, user_B: jax.Array, item_B: jax.Array, train: bool = False) -> jax.Array:
-        del train
         init = nn.initializers.normal(self.init_std)
-        user_BxF = lookup(self.param("user_factors", init, (self.num_users, self.num_factors)), user_B)
-        item_BxF = lookup(self.param("item_factors", init, (self.num_items, self.num_factors)), item_B)
-        user_bias_B = lookup(self.param("user_bias", init, (self.num_users, 1)), user_B)[:, 0]
-        item_bias_B = lookup(self.param("item_bias", init, (self.num_items, 1)), item_B)[:, 0]
+        user_BxF = lookup(self.param("user_factors", init, (self.num_users, self.num_factors)), user_B, train)
+        item_BxF = lookup(self.param("item_factors", init, (self.num_items, self.num_factors)), item_B, train)
+        user_bias_B = lookup(self.param("user_bias", init, (self.num_users, 1)), user_B, train)[:, 0]
+        item_bias_B = lookup(self.param("item_bias", init, (self.num_items, 1)), item_B, train)[:, 0]
         offset = self.param("offset", nn.initializers.zeros, ())
         score_B = jnp.sum(user_BxF * item_BxF, -1) + user_bias_B + item_bias_B + offset
         return scaled_sigmoid(score_B, self.y_range)
@@ -71,8 +73,8 @@ class EmbeddingNet(nn.Module):
         init = nn.initializers.normal(self.init_std)
         user_width = self.user_factors or embedding_size(self.num_users)
         item_width = self.item_factors or embedding_size(self.num_items)
-        user_BxU = lookup(self.param("user_factors", init, (self.num_users, user_width)), user_B)
-        item_BxI = lookup(self.param("item_factors", init, (self.num_items, item_width)), item_B)
+        user_BxU = lookup(self.param("user_factors", init, (self.num_users, user_width)), user_B, train)
+        item_BxI = lookup(self.param("item_factors", init, (self.num_items, item_width)), item_B, train)
         x = jnp.concatenate([user_BxU, item_BxI], -1)
         x = nn.Dropout(self.embedding_dropout, deterministic=not train)(x)
         for width, rate in zip(self.hidden, self.dropouts):
