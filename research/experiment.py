@@ -194,7 +194,7 @@ def restore_trained(workdir: str, state: TrainState, best_metric: str = "", best
         if want.shape != got.shape:
             raise InputError(f"checkpoint step {step} in {workdir} is from a different model: "
                              f"{jax.tree_util.keystr(path)} has shape {got.shape}, this model {want.shape}")
-    placed = jax.tree.map(lambda new, old: jax.device_put(new, old.sharding), variables, like)
+    placed = jax.tree.map(lambda new, old: jax.device_put(new, getattr(old, "sharding", None)), variables, like)
     return state.replace(params=placed["params"], batch_stats=placed["batch_stats"])
 
 

@@ -78,7 +78,7 @@ def test_colab_notebook_runs_top_to_bottom_offline(tfds_dir, tmp_path):
     assert sum("accelerator" in t for t in tags) == 1 and sum("parameters" in t for t in tags) == 1
     notebook.cells = [cell for cell in notebook.cells if "accelerator" not in cell.metadata.get("tags", [])]
     parameters = next(cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", []))
-    overrides = {"data.train_examples": 1000, "data.test_examples": 200, "num_epochs": 1, "learning_rate": 3e-3,
+    overrides = {"data.train_examples": 1000, "data.test_examples": 200, "num_epochs": 1, "lr_find.num_steps": 12,
                  "model.stem_width": 8, "model.stage_sizes": (1, 1), "model.stage_widths": (8, 16),
                  "model.stage_strides": (2, 2), "top_losses": 4}
     parameters.source = (f"PRESET = 'cpu'\nWORKDIR = {str(tmp_path / 'run')!r}\nOVERRIDES = {overrides!r}\n"

@@ -51,7 +51,7 @@ def test_welch_t_test_by_hand():
 
 def test_compare_two_real_experiments_three_seeds_each(tfds_dir, tmp_path):
     small = ["--{side}.data_dir=" + tfds_dir, "--{side}.data.train_examples=800", "--{side}.data.test_examples=200",
-             "--{side}.num_epochs=2", "--{side}.learning_rate=0.003", "--{side}.model.stem_width=8",
+             "--{side}.num_epochs=2", "--{side}.learning_rate=0.01", "--{side}.batch_size=64", "--{side}.model.stem_width=8",
              "--{side}.model.stage_sizes=(1,1)", "--{side}.model.stage_widths=(8,16)",
              "--{side}.model.stage_strides=(2,2)", "--{side}.tta=False"]
     command = [sys.executable, "scripts/compare.py", "--baseline", "experiments/fashion_mnist_sgdr.py",
@@ -72,7 +72,7 @@ def test_compare_two_real_experiments_three_seeds_each(tfds_dir, tmp_path):
         per_seed = [s["metrics"]["test_accuracy"] for s in results["per_seed"]]
         assert [s["seed"] for s in results["per_seed"]] == [0, 1, 2]
         assert len(set(per_seed)) > 1  # three different runs
-        assert min(per_seed) > 0.2  # 10 steps on 720 real images: above chance (0.1)
+        assert min(per_seed) > 0.25  # 22 steps on 720 real images: above chance (0.1)
         assert float(rows["test_accuracy"][f"{side}_mean"]) == pytest.approx(np.mean(per_seed), abs=1e-9)
         assert float(rows["test_accuracy"][f"{side}_std"]) == pytest.approx(np.std(per_seed, ddof=1), abs=1e-9)
     baseline, variant = ([s["metrics"]["test_accuracy"] for s in json.load(open(tmp_path / side / "results.json"))
@@ -80,4 +80,5 @@ def test_compare_two_real_experiments_three_seeds_each(tfds_dir, tmp_path):
     assert float(rows["test_accuracy"]["p"]) == pytest.approx(stats.welch_t_test(baseline, variant).p, abs=1e-9)
     # a rerun reads both finished sides back: nothing is trained again, the same table comes out
     rerun = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
-    assert rerun.returncode == 0 and rerun.stdout == result.stdout
+    assert rerun.returncode == 0 and rerun.stdout.startswith("baseline: ")
+    assert result.stdout.endswith(rerun.stdout)  # the first run also printed its training progress

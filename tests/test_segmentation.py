@@ -279,7 +279,8 @@ def test_own_masks_errors_name_the_file(tmp_path):
 
 # --- the experiment, on real canvases ----------------------------------------------------------------------
 
-TINY_MODEL = dict(stem_width=8, stage_widths=(16, 32, 64), stage_sizes=(1, 1, 1), stage_strides=(2, 2, 2))
+TINY_MODEL = dict(stem_width=8, stage_widths=(16, 32, 64), stage_sizes=(1, 1, 1), stage_strides=(2, 2, 2),
+                  final_width=8)
 
 
 @pytest.fixture(scope="module")
