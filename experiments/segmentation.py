@@ -51,6 +51,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     c = configs.base()
     # source: "canvases" (config `canvases`: the FashionCanvases builder config), "folder" (path, image_size,
     # valid_fraction) or "tfds" (tfds_name with train_split / test_split; valid_fraction of train validates).
+    # train_examples > 0 keeps the first N training examples (quick runs, tests).
     c.data = ml_collections.ConfigDict(dict(source="canvases", canvases="default", path="", image_size=64,
                                             valid_fraction=0.2, tfds_name="oxford_iiit_pet", train_split="train",
                                             test_split="test", train_examples=0))
@@ -99,7 +100,7 @@ def load_data(config) -> masks.MaskData:
                                                            values=masks.PETS_TRIMAP, limit=limit)
         train, valid = masks.hold_out(load(d.train_split, d.train_examples), d.valid_fraction)
         # A pretrained encoder expects ImageNet's normalisation.
-        data = masks.MaskData(train, valid, load(d.test_split, d.train_examples) if d.test_split else None,
+        data = masks.MaskData(train, valid, load(d.test_split) if d.test_split else None,
                               masks.PETS_CLASSES, None, np.asarray(pretrained.IMAGENET_MEAN),
                               np.asarray(pretrained.IMAGENET_STD))
     else:
