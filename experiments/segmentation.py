@@ -217,10 +217,7 @@ def fine_tune(config, workdir: str, run: experiment.Setup, data: masks.MaskData,
     model = make_model(config, len(data.class_names))
     variables = initial_variables(config, model, (1, *data.train.images.shape[1:]))
     steps_per_epoch = run.batches.steps_per_epoch
-    h, f = config.head_phase, config.finetune
-    recipe = finetune.Recipe(head_steps=h.epochs * steps_per_epoch, head_lr=h.learning_rate,
-                             finetune_lr=f.learning_rate, cycle_steps=f.cycle_len * steps_per_epoch,
-                             cycle_mult=f.cycle_mult, num_cycles=f.num_cycles, group_factor=f.group_factor)
+    recipe = finetune.recipe_in_epochs(config.head_phase, config.finetune, steps_per_epoch)
 
     def train(state, num_steps, subdir, **kwargs):
         return trainer.train(state=state, train_step=run.train_step, batches=run.batches, num_steps=num_steps,

@@ -31,6 +31,14 @@ class Recipe(NamedTuple):
     frozen_groups: int = 2  # the whole body, in phase 1
 
 
+def recipe_in_epochs(head_phase, finetune, steps_per_epoch: int) -> Recipe:
+    """A Recipe from config keys counted in epochs: head_phase.{epochs, learning_rate} and
+    finetune.{learning_rate, cycle_len, cycle_mult, num_cycles, group_factor}."""
+    return Recipe(head_steps=head_phase.epochs * steps_per_epoch, head_lr=head_phase.learning_rate,
+                  finetune_lr=finetune.learning_rate, cycle_steps=finetune.cycle_len * steps_per_epoch,
+                  cycle_mult=finetune.cycle_mult, num_cycles=finetune.num_cycles, group_factor=finetune.group_factor)
+
+
 def cycle_ends(recipe: Recipe) -> list[int]:
     """The steps (of the unfreeze phase) at which SGDR cycles end."""
     return [int(end) for end in np.cumsum([recipe.cycle_steps * recipe.cycle_mult ** i
