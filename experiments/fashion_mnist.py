@@ -11,9 +11,9 @@ Predict for new images with the trained run:
   .venv/bin/python scripts/predict.py --workdir runs/fashion_mnist --input DIR_OR_CSV --output predictions.csv
 
 Reaches (README "Results" has the times and the machine): the cpu preset, 3 epochs on 54k images (6k held out to
-validate), suggested rate 1.62e-2: validation 92.87%, test 92.19% (92.02% with TTA), 159 s of training, 214 s for
-the whole run on the 2-core CPU. The long preset (15 epochs, flips and crops; measured before the validation
-hold-out, on all 60k): 93.70% (94.09% with TTA).
+validate), suggested rate 1.62e-2: validation 92.87%, test 92.19% (92.02% with TTA), 161 s of training, 208 s for
+the whole run on the idle 2-core CPU. The long preset (15 epochs, flips and crops): validation 94.08%, test
+93.35% (93.57% with TTA), 811 s of training.
 
 Your own images, no code (config keys `data.*`, research/data/image_sources.py): a folder per class, a CSV, or a
 TFDS catalog name, e.g.

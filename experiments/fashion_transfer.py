@@ -19,7 +19,7 @@ are scored once on the real test images of classes 5-9 (5000). Each phase trains
 Run:
   .venv/bin/python scripts/train.py --config experiments/fashion_transfer.py --workdir runs/fashion_transfer
 
-Measured (pretraining and fine-tuning as on an idle 2-core CPU in 251 s for the whole command; the baselines
+Measured (an idle 2-core CPU, 193 s for the whole command; the baselines
 chosen on validation): the pretrained body reaches 93.04% on classes 0-4; on classes 5-9 (5000 test images)
   10 labelled images per class:  fine-tuned 88.50%, from scratch 86.26% (lr 1e-2, best on validation): +2.24 points
   100 labelled images per class: fine-tuned 92.18%, from scratch 91.72% (lr 1e-2): +0.46 points
