@@ -119,13 +119,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         metrics.update(tfidf_baseline(config, split))
     model = make_model(config, len(lm.vocab), len(class_names), lm.model_config)
     batches = BucketedBatches(ids["train"], split.train.labels, config.batch_size, config.buckets, mesh, config.seed)
-    train_step = steps.make_train_step(text_classifier.task())
     predict = jax.jit(steps.make_predict(text_classifier.task()))
     evaluate = lambda state, name, prefix: text_classifier.evaluate_documents(
         predict, state, ids[name], getattr(split, name).labels, config.eval_batch_size, config.buckets, prefix)[0]
 
-    def fit(params, batch_stats, tx, num_steps, subdir):
+    def fit(params, batch_stats, tx, num_steps, subdir, frozen=()):
         state = TrainState.create(apply_fn=model.apply, params=params, batch_stats=batch_stats, tx=tx)
+        train_step = steps.make_train_step(text_classifier.task(), frozen)  # no backward pass below `frozen`
         return trainer.train(state=state, train_step=train_step, batches=batches, num_steps=num_steps, mesh=mesh,
                              seed=config.seed, workdir=os.path.join(workdir, subdir),
                              evaluate=lambda s: evaluate(s, "valid", "valid_"), checkpoint_every=num_steps,
@@ -141,7 +141,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         make_tx = functools.partial(experiment.one_cycle_optimizer, config)
         for i, phase in enumerate(phases):
             tx = text_classifier.phase_optimizer(make_tx, groups, phase, phase.epochs * spe, config.group_factor)
-            state = fit(params, batch_stats, tx, phase.epochs * spe, f"ulmfit_phase{i + 1}")
+            state = fit(params, batch_stats, tx, phase.epochs * spe, f"ulmfit_phase{i + 1}",
+                        text_classifier.frozen_groups(groups, phase))
             params, batch_stats = state.params, state.batch_stats
         metrics.update({f"ulmfit_{k}": v for k, v in evaluate(state, "valid", "valid_").items()})
         metrics.update({f"ulmfit_{k}": v for k, v in evaluate(state, "test", "test_").items()})

@@ -53,10 +53,15 @@ def discriminative_multipliers(group_patterns: Sequence[str], factor: float = 3.
     return [(pattern, factor ** -(last - i)) for i, pattern in enumerate(group_patterns) if i < last]
 
 
-def _freeze_labels(patterns: Sequence[str], params):
+def frozen_mask(patterns: Sequence[str], params):
+    """A tree like `params` of Python bools: True where the parameter's path matches one of `patterns`."""
     compiled = [re.compile(pattern) for pattern in patterns]
-    return jax.tree_util.tree_map_with_path(
-        lambda path, _: "frozen" if any(p.search(param_path(path)) for p in compiled) else "trainable", params)
+    return jax.tree_util.tree_map_with_path(lambda path, _: any(p.search(param_path(path)) for p in compiled),
+                                            params)
+
+
+def _freeze_labels(patterns: Sequence[str], params):
+    return jax.tree.map(lambda frozen: "frozen" if frozen else "trainable", frozen_mask(patterns, params))
 
 
 def make_optimizer(name: str, learning_rate: Hyperparam, momentum: Hyperparam = 0.9,

@@ -106,7 +106,7 @@ class MemberBatches:
             return {"batch": jax.vmap(lambda seed: seed_batch(batches, step, seed))(seeds_K), "seed": seeds_K,
                     "step": jnp.full(seeds_K.shape, step, jnp.int32), "hyperparams": hyperparams}
 
-        self._batch = jax.jit(batch)
+        self._batch = jax.jit(batch, out_shardings=sharding.batch_sharded(batches.mesh))  # members split
 
     def batch(self, step: int) -> dict:
         return self._batch(step)

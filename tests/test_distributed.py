@@ -46,9 +46,9 @@ def _config(tfds_dir: str):
     return config
 
 
-def _train_losses(workdir) -> list[float]:
+def _train_losses(workdir, key: str = "train_loss") -> list[float]:
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [row["train_loss"] for row in map(json.loads, f) if "train_loss" in row]
+        return [row[key] for row in map(json.loads, f) if key in row]
 
 
 def _worker(tfds_dir: str) -> dict:
@@ -80,7 +80,31 @@ def _worker(tfds_dir: str) -> dict:
             "split_leaves": len(split),
             "split_leaf_shards": [[list(x.shape), list(x.addressable_shards[0].data.shape)] for x in split[:3]],
             "mesh_shape": dict(mesh.shape)}
+    results["seeds"] = _seeds_worker(config, data)
     return results
+
+
+def _seeds_worker(config, data) -> dict:
+    """4 seeds as one vmapped program (research/seeds.py) on 1 device and with the member axis split over 4
+    devices: per-member training losses, and how many members each device holds."""
+    import tempfile
+
+    import jax
+    from experiments import fashion_mnist as experiment
+    from research import seeds, sharding
+
+    members = seeds.seed_range(0, 4)
+    found = {}
+    for num_devices in (1, 4):
+        mesh = sharding.make_mesh(num_devices)
+        workdir = tempfile.mkdtemp()
+        states = seeds.fit(config, workdir, experiment.setup(config, mesh, data), members, LEARNING_RATE, mesh,
+                           num_steps=STEPS)
+        leaf = jax.tree.leaves(states.params)[0]
+        found[f"{num_devices} devices"] = {
+            "losses": {name: _train_losses(workdir, f"train_loss/{name}") for name in members.names()},
+            "members_per_device": [int(shard.data.shape[0]) for shard in leaf.addressable_shards]}
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +136,20 @@ def test_eight_devices_train_like_one(mesh_runs):
     assert fsdp["split_leaves"] == 6  # the two widest kernels and their two Adam moments each
     for shape, shard in fsdp["split_leaf_shards"]:
         assert int(np.prod(shard)) * 4 == int(np.prod(shape)), (shape, shard)
+
+
+def test_seed_axis_split_over_four_devices_trains_like_one_device(mesh_runs):
+    """research/seeds.py with the member axis sharded: each of 4 devices trains one whole member, and every
+    member's losses equal the 1-device vmapped program's and, for seed 0, the single run's."""
+    one, four = mesh_runs["seeds"]["1 devices"], mesh_runs["seeds"]["4 devices"]
+    assert one["members_per_device"] == [4]
+    assert four["members_per_device"] == [1, 1, 1, 1]
+    assert set(one["losses"]) == {"seed0", "seed1", "seed2", "seed3"}
+    for name, losses in one["losses"].items():
+        assert len(losses) == STEPS
+        assert np.all(_relative(losses, four["losses"][name]) <= RTOL), name
+    assert np.all(_relative(mesh_runs["1 device"]["losses"], one["losses"]["seed0"]) <= RTOL)
+    assert np.ptp([losses[0] for losses in one["losses"].values()]) > 1e-4  # the members really differ
 
 
 @pytest.mark.parametrize("script", ["train.py", "lr_find.py", "lr_grid.py"])

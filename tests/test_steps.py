@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from research import sharding
+from research import optimizers, sharding
 from research.data.arrays import ArrayBatches, padded_batches
 from research.evaluation import make_evaluator
 from research.tasks import regression, steps
@@ -86,3 +86,41 @@ def test_array_batches_are_a_pure_function_of_seed_and_step_and_cover_each_row_o
     np.testing.assert_array_equal(a.batch_traceable(jnp.asarray(13))["user"], a.batch(13)["user"])
     assert a.batch(3)["rating"].dtype == jnp.float32 and a.batch(3)["user"].dtype == jnp.int32
     assert not np.array_equal(a.batch(10)["user"], a.batch(0)["user"])  # a new permutation each epoch
+
+
+class BodyAndHead(nn.Module):
+    @nn.compact
+    def __call__(self, x_BxD, train: bool):
+        return nn.Dense(1, name="head")(nn.relu(nn.Dense(8, name="body")(x_BxD)))[:, 0]
+
+
+def test_frozen_parameters_get_no_gradient_and_no_backward_pass():
+    """make_train_step(frozen=...) updates the trainable parameters exactly as the plain step with the same
+    (frozen) optimizer does, leaves the frozen ones bitwise alone, reports the trainable gradient's norm, and
+    its compiled step has no backward matmuls below the trainable layer."""
+    model = BodyAndHead()
+    x = jax.random.normal(jax.random.key(1), (16, 5))
+    batch = {"x": x, "target": jnp.sin(x[:, 0])}
+    params = model.init(jax.random.key(0), x, False)["params"]
+    tx = optimizers.make_optimizer("adamw", 0.1, weight_decay=0.1, frozen=["^body"])
+    state = TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+    task = regression.task(["x"])
+    plain, frozen = steps.make_train_step(task), steps.make_train_step(task, frozen=["^body"])
+    plain_state, plain_metrics = jax.jit(plain)(state, batch, jax.random.key(2))
+    frozen_state, frozen_metrics = jax.jit(frozen)(state, batch, jax.random.key(2))
+
+    np.testing.assert_allclose(frozen_state.params["head"]["kernel"], plain_state.params["head"]["kernel"], rtol=1e-6)
+    assert not np.allclose(frozen_state.params["head"]["kernel"], params["head"]["kernel"])
+    for name in ("kernel", "bias"):
+        np.testing.assert_array_equal(frozen_state.params["body"][name], params["body"][name])
+    head_grads = jax.grad(lambda head: task.loss(model.apply({"params": {**params, "head": head}}, x, False), batch))(
+        params["head"])
+    np.testing.assert_allclose(frozen_metrics["grad_norm"] / frozen_metrics["count"], optax.tree.norm(head_grads),
+                               rtol=1e-5)
+    assert plain_metrics["grad_norm"] > frozen_metrics["grad_norm"]  # the plain step also differentiates the body
+
+    def matmuls(step):
+        return str(jax.make_jaxpr(step)(state, batch, jax.random.key(2))).count("dot_general")
+
+    assert matmuls(frozen) == 3  # body and head forward, the head's kernel gradient
+    assert matmuls(plain) == 5  # ... and the cotangent into the body, the body's kernel gradient

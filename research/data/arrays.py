@@ -46,6 +46,7 @@ class ArrayBatches:
         self.arrays = {name: sharding.host_to_global(device_dtype(array), sharding.replicated(mesh))
                        for name, array in arrays.items()}
         self.num_rows = num_rows
+        self.mesh = mesh
         self.batch_size = batch_size
         self.steps_per_epoch = num_rows // batch_size
         self._order_key, self._transform_key = _stream_keys(seed, 0)

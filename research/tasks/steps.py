@@ -6,12 +6,13 @@ batches (`mask` marks the real rows), combine exactly: a plain mean is sum / cou
 mean (RMSE, perplexity, IoU) is computed from the sums at the end by the task's `finish`.
 """
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from research import optimizers
 from research.train_state import TrainState
 
 
@@ -56,13 +57,19 @@ def _apply(state: TrainState, params, task: Task, batch: dict, train: bool, rng:
     return outputs, batch_stats, jax.lax.stop_gradient(carry)
 
 
-def make_train_step(task: Task) -> Callable:
+def make_train_step(task: Task, frozen: Sequence[str] = ()) -> Callable:
     """`train_step(state, batch, rng) -> (state, summed metrics)`: one gradient step on `task.loss`.
 
-    The metrics also hold `grad_norm` (times count, so that its mean over steps is the mean norm)."""
+    `frozen`: regexes of parameter paths (the optimizer's `frozen`) held constant by `stop_gradient`: their
+    gradient is zero without being computed, so the backward pass stops at the lowest trainable layer (a head
+    on a frozen body costs a forward pass through the body, not a backward one). The metrics also hold
+    `grad_norm` (of the trainable parameters; times count, so that its mean over steps is the mean norm)."""
 
     def train_step(state: TrainState, batch: dict, rng: jax.Array):
+        is_frozen = optimizers.frozen_mask(frozen, state.params)
+
         def loss_fn(params):
+            params = jax.tree.map(lambda f, p: jax.lax.stop_gradient(p) if f else p, is_frozen, params)
             outputs, batch_stats, carry = _apply(state, params, task, batch, True, rng)
             return task.loss(outputs, batch), (outputs, batch_stats, carry)
 

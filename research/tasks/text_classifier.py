@@ -73,11 +73,16 @@ def ulmfit_phases(num_groups: int, epochs=(1, 1, 1, 2), learning_rate: float = 2
     return [Phase(min(count, num_groups), n, learning_rate / d) for count, n, d in zip(counts, epochs, divisors)]
 
 
+def frozen_groups(groups: list[str], phase: Phase) -> list[str]:
+    """The layer groups (input to output) that `phase` keeps frozen: all but the top `trainable_groups`."""
+    return groups[:len(groups) - phase.trainable_groups]
+
+
 def phase_optimizer(make_tx: Callable, groups: list[str], phase: Phase, total_steps: int,
                     factor: float = 2.6) -> optax.GradientTransformation:
     """`make_tx(peak_lr, total_steps, **groups)` (e.g. experiment.one_cycle_optimizer bound to a config) with
     the groups below the trainable ones frozen and discriminative rates over the trainable ones."""
-    frozen = groups[:len(groups) - phase.trainable_groups]
+    frozen = frozen_groups(groups, phase)
     multipliers = optimizers.discriminative_multipliers(groups, factor)
     multipliers = [(pattern, m) for pattern, m in multipliers if pattern not in frozen]
     return make_tx(phase.learning_rate, total_steps, frozen=frozen, lr_multipliers=multipliers)
