@@ -20,7 +20,6 @@ reaches 1.470, so the net does NOT yet beat it, nor issue 15's 1.65 (README "NLP
 Writes samples.txt (temperatures 0.5 and 1.0), vocab.json, results.json, checkpoints.
 """
 
-import functools
 import os
 
 import jax
@@ -28,7 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from research import configs, experiment, ngram, sharding
+from research import configs, experiment, lm_recipe, sharding
 from research.data import fortunes, text
 from research.data.lm_stream import LMStream
 from research.errors import InputError
@@ -99,24 +98,11 @@ def make_model(config, vocab_size: int) -> CharRNN:
     return CharRNN(vocab_size, m.embed_dim, tuple(m.hidden_sizes), m.cell, m.dropout)
 
 
-def _create_state_fn(model: CharRNN, batch_size: int, window: int):
-    def create_state(tx, rng):
-        tokens = jnp.zeros((batch_size, window), jnp.int32)
-        carry = model.initial_carry(batch_size)
-        init = jax.jit(functools.partial(model.init, train=False))
-        variables = init(rng, tokens, jnp.zeros(batch_size, bool), jnp.ones((batch_size, window), bool),
-                         carry=carry)
-        return TrainState.create(apply_fn=model.apply, params=variables["params"], batch_stats={}, tx=tx,
-                                 carry=carry)
-
-    return create_state
-
-
 def setup(config, mesh, data: tuple[dict, text.CharVocab] | None = None) -> experiment.Setup:
     ids, vocab = data or encode_splits(config)
     batches = LMStream(ids["train"], config.batch_size, config.bptt, mesh, config.seed)
     return experiment.Setup(
-        create_state=_create_state_fn(make_model(config, len(vocab)), config.batch_size, batches.window),
+        create_state=lm_recipe.create_state_fn(make_model(config, len(vocab)), config.batch_size, batches.window),
         make_tx=lambda peak_lr, total_steps: experiment.one_cycle_optimizer(config, peak_lr, total_steps),
         train_step=steps.make_train_step(language_model.task()), batches=batches)
 
@@ -126,38 +112,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     mesh = sharding.make_mesh(config.num_devices or None, config.fsdp_devices)
     with timer("data"):
         ids, vocab = encode_splits(config, workdir)
-    with timer("ngram"):
-        order, ngram_valid = ngram.best_order(ids["train"], ids["valid"], len(vocab), config.ngram_orders)
-        ngram_test = ngram.KneserNey(ids["train"], len(vocab), order).loss(ids["test"])
-    run = setup(config, mesh, (ids, vocab))
     model = make_model(config, len(vocab))
-    evaluator = lambda split, prefix: language_model.make_evaluator(
-        model.apply, model.initial_carry, ids[split], config.eval_batch_size, config.bptt, prefix)
-    with timer("lr_find"):
-        learning_rate = experiment.learning_rate(config, workdir, run)
-    evaluate_valid = evaluator("valid", "valid_")
-    with timer("train"):
-        state = experiment.fit(config, workdir, run, learning_rate, mesh, evaluate_valid)
-    state = experiment.restore_trained(workdir, state, config.checkpoint.best_metric, config.checkpoint.best_mode)
-    with timer("test"):
-        metrics = {**evaluate_valid(state), **evaluator("test", "test_")(state)}
-    metrics.update(ngram_order=order, ngram_valid_loss=ngram_valid[order], ngram_test_loss=ngram_test)
-    with timer("samples"):
-        write_samples(config, workdir, state.params, model, vocab)
-    return experiment.write_results(workdir, metrics, config, timer.total(), mesh, learning_rate=learning_rate,
-                                    steps=config.num_epochs * run.batches.steps_per_epoch,
-                                    vocab_size=len(vocab), ngram_valid_losses=ngram_valid)
-
-
-def write_samples(config, workdir: str, params, model: CharRNN, vocab: text.CharVocab) -> None:
-    s = config.samples
-    lines = []
-    for i, temperature in enumerate(s.temperatures):
-        sample = sample_text(params, model, vocab, s.prompt, temperature, s.length, s.top_k, config.seed + i)
-        lines.append(f"=== temperature {temperature}, top_k {s.top_k}, prompt {s.prompt!r} ===\n{s.prompt}{sample}\n")
-    if jax.process_index() == 0:
-        with open(os.path.join(workdir, "samples.txt"), "w", encoding="utf-8") as f:
-            f.write("\n".join(lines))
+    sample = lambda params, prompt, *args: prompt + sample_text(params, model, vocab, prompt, *args)
+    return lm_recipe.train_and_evaluate(config, workdir, ids, len(vocab), setup(config, mesh, (ids, vocab)), model,
+                                        sample, mesh, timer)
 
 
 def sample_text(params, model: CharRNN, vocab: text.CharVocab, prompt: str, temperature: float, length: int,
@@ -173,10 +131,7 @@ def sample_text(params, model: CharRNN, vocab: text.CharVocab, prompt: str, temp
 def _restore(config, workdir: str) -> tuple[TrainState, CharRNN, text.CharVocab]:
     vocab = text.CharVocab.load(os.path.join(workdir, VOCAB_FILE))
     model = make_model(config, len(vocab))
-    state = _create_state_fn(model, 1, config.bptt)(experiment.one_cycle_optimizer(config, 1e-3, 0),
-                                                    jax.random.key(config.seed))
-    state = experiment.restore_trained(workdir, state, config.checkpoint.best_metric, config.checkpoint.best_mode)
-    return state, model, vocab
+    return lm_recipe.restore(config, workdir, model), model, vocab
 
 
 def generate(config, workdir: str, prompt: str, temperature: float, length: int, top_k: int = 0,

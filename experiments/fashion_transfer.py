@@ -45,7 +45,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from research import augment, configs, evaluation, experiment, finetune, pretrained, sharding, trainer, vision
+from research import augment, configs, evaluation, experiment, finetune, pretrained, sharding, vision
 from research.data import fashion_mnist, image_sources
 from research.data.arrays import image_batches, image_prepare
 from research.errors import InputError
@@ -139,16 +139,10 @@ def _evaluator(config, data, mesh, prefix):
 
 
 def _trainer(config, mesh, batches, workdir, evaluate, label_smoothing=None):
-    """train(state, num_steps, subdir, **kwargs): research.trainer.train on these batches in workdir/subdir."""
+    """train(state, num_steps, subdir, **kwargs): the trainer on these batches in workdir/subdir."""
     label_smoothing = config.label_smoothing if label_smoothing is None else label_smoothing
-    train_step = classification.make_train_step(label_smoothing)
-
-    def train(state, num_steps, subdir, **kwargs):
-        return trainer.train(state=state, train_step=train_step, batches=batches, num_steps=num_steps, mesh=mesh,
-                             seed=config.seed, workdir=os.path.join(workdir, subdir), evaluate=evaluate,
-                             log_every=config.log_every, **kwargs)
-
-    return train
+    return finetune.phase_trainer(config, workdir, classification.make_train_step(label_smoothing), batches, mesh,
+                                  evaluate)
 
 
 def setup(config, mesh, source_train=None) -> experiment.Setup:

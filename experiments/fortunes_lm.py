@@ -23,13 +23,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from research import configs, experiment, ngram, sharding
+from research import configs, experiment, lm_recipe, sharding
 from research.data import fortunes, text, tokens
 from research.data.lm_stream import LMStream
 from research.errors import InputError
 from research.models.awd_lstm import AWDLSTM
 from research.tasks import language_model, steps
-from research.train_state import TrainState
 
 VOCAB_FILE = "vocab.json"
 
@@ -101,23 +100,11 @@ def make_model(config, vocab_size: int) -> AWDLSTM:
     return AWDLSTM(vocab_size, **config.model.to_dict())
 
 
-def _create_state_fn(model: AWDLSTM, batch_size: int, window: int):
-    def create_state(tx, rng):
-        carry = model.initial_carry(batch_size)
-        init = jax.jit(functools.partial(model.init, train=False))
-        variables = init(rng, jnp.zeros((batch_size, window), jnp.int32), jnp.zeros(batch_size, bool),
-                         jnp.ones((batch_size, window), bool), carry=carry)
-        return TrainState.create(apply_fn=model.apply, params=variables["params"], batch_stats={}, tx=tx,
-                                 carry=carry)
-
-    return create_state
-
-
 def setup(config, mesh, data: tuple[dict, tokens.Vocab] | None = None) -> experiment.Setup:
     ids, vocab = data or encode_splits(config)
     batches = LMStream(ids["train"], config.batch_size, config.bptt, mesh, config.seed, config.bptt_jitter)
     return experiment.Setup(
-        create_state=_create_state_fn(make_model(config, len(vocab)), config.batch_size, batches.window),
+        create_state=lm_recipe.create_state_fn(make_model(config, len(vocab)), config.batch_size, batches.window),
         make_tx=lambda peak_lr, total_steps: experiment.one_cycle_optimizer(config, peak_lr, total_steps),
         train_step=steps.make_train_step(language_model.task(config.ar, config.tar)), batches=batches)
 
@@ -127,38 +114,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     mesh = sharding.make_mesh(config.num_devices or None, config.fsdp_devices)
     with timer("data"):
         ids, vocab = encode_splits(config, workdir)
-    with timer("ngram"):
-        order, ngram_valid = ngram.best_order(ids["train"], ids["valid"], len(vocab), config.ngram_orders)
-        ngram_test = ngram.KneserNey(ids["train"], len(vocab), order).loss(ids["test"])
-    run = setup(config, mesh, (ids, vocab))
     model = make_model(config, len(vocab))
-    evaluator = lambda split, prefix: language_model.make_evaluator(
-        model.apply, model.initial_carry, ids[split], config.eval_batch_size, config.bptt, prefix)
-    with timer("lr_find"):
-        learning_rate = experiment.learning_rate(config, workdir, run)
-    evaluate_valid = evaluator("valid", "valid_")
-    with timer("train"):
-        state = experiment.fit(config, workdir, run, learning_rate, mesh, evaluate_valid)
-    state = experiment.restore_trained(workdir, state, config.checkpoint.best_metric, config.checkpoint.best_mode)
-    with timer("test"):
-        metrics = {**evaluate_valid(state), **evaluator("test", "test_")(state)}
-    metrics.update(ngram_order=order, ngram_valid_loss=ngram_valid[order], ngram_test_loss=ngram_test,
-                   ngram_test_perplexity=float(np.exp(ngram_test)))
-    with timer("samples"):
-        s = config.samples
-        written = [f"=== temperature {t}, top_k {s.top_k}, prompt {s.prompt!r} ===\n"
-                   + sample_text(state.params, model, vocab, s.prompt, t, s.length, s.top_k, config.seed + i)
-                   for i, t in enumerate(s.temperatures)]
-        if jax.process_index() == 0:
-            with open(os.path.join(workdir, "samples.txt"), "w", encoding="utf-8") as f:
-                f.write("\n\n".join(written) + "\n")
-    return experiment.write_results(workdir, metrics, config, timer.total(), mesh, learning_rate=learning_rate,
-                                    steps=config.num_epochs * run.batches.steps_per_epoch, vocab_size=len(vocab),
-                                    train_tokens=int(len(ids["train"])), ngram_valid_losses=ngram_valid)
+    sample = functools.partial(sample_text, model=model, vocab=vocab)
+    return lm_recipe.train_and_evaluate(config, workdir, ids, len(vocab), setup(config, mesh, (ids, vocab)), model,
+                                        sample, mesh, timer)
 
 
-def sample_text(params, model: AWDLSTM, vocab: tokens.Vocab, prompt: str, temperature: float, length: int,
-                top_k: int = 0, seed: int = 0) -> str:
+def sample_text(params, prompt: str, temperature: float, length: int, top_k: int = 0, seed: int = 0, *,
+                model: AWDLSTM, vocab: tokens.Vocab) -> str:
     """`length` tokens after `prompt` (a new document when empty), detokenised; deterministic under `seed`."""
     prompt_tokens = tokens.tokenize(prompt)
     sampler = language_model.make_sampler(model.apply, model.initial_carry, length)
@@ -170,10 +133,7 @@ def sample_text(params, model: AWDLSTM, vocab: tokens.Vocab, prompt: str, temper
 def _restore(config, workdir: str):
     vocab = tokens.Vocab.load(os.path.join(workdir, VOCAB_FILE))
     model = make_model(config, len(vocab))
-    state = _create_state_fn(model, 1, config.bptt)(experiment.one_cycle_optimizer(config, 1e-3, 0),
-                                                    jax.random.key(config.seed))
-    state = experiment.restore_trained(workdir, state, config.checkpoint.best_metric, config.checkpoint.best_mode)
-    return state, model, vocab
+    return lm_recipe.restore(config, workdir, model), model, vocab
 
 
 def generate(config, workdir: str, prompt: str, temperature: float, length: int, top_k: int = 0,
@@ -181,7 +141,7 @@ def generate(config, workdir: str, prompt: str, temperature: float, length: int,
     """scripts/generate.py: the prompt and `length` more tokens, as text (scripts/generate.py prints the prompt
     too, so it is cut from the front here)."""
     state, model, vocab = _restore(config, workdir)
-    written = sample_text(state.params, model, vocab, prompt, temperature, length, top_k, seed)
+    written = sample_text(state.params, prompt, temperature, length, top_k, seed, model=model, vocab=vocab)
     return " " + written[len(tokens.detokenize(tokens.tokenize(prompt))):].lstrip(" ") if prompt else written
 
 

@@ -24,7 +24,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from research import configs, evaluation, experiment, finetune, pretrained, sharding, trainer, vision
+from research import configs, evaluation, experiment, finetune, pretrained, sharding, vision
 from research.data import image_sources
 from research.data.arrays import image_batches, image_prepare
 from research.errors import InputError
@@ -135,11 +135,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     steps_per_epoch = run.batches.steps_per_epoch
     recipe = finetune.recipe_in_epochs(config.head_phase, config.finetune, steps_per_epoch)
 
-    def train(state, num_steps, subdir, **kwargs):
-        return trainer.train(state=state, train_step=run.train_step, batches=run.batches, num_steps=num_steps,
-                             mesh=mesh, seed=config.seed, workdir=os.path.join(workdir, subdir), evaluate=evaluate,
-                             log_every=config.log_every, **kwargs)
-
+    train = finetune.phase_trainer(config, workdir, run.train_step, run.batches, mesh, evaluate)
     with timer("train"):
         state, evaluated = finetune.fine_tune(model, variables, recipe, functools.partial(experiment.optimizer, config),
                                               train, evaluate)

@@ -37,7 +37,7 @@ import numpy as np
 import PIL.Image
 
 from research import (augment_joint, configs, evaluation, experiment, finetune, plots_segmentation, pretrained,
-                      sharding, trainer, vision)
+                      sharding, vision)
 from research.data import canvases, masks
 from research.data.arrays import ArrayBatches, image_prepare, normalise
 from research.errors import InputError
@@ -219,12 +219,7 @@ def fine_tune(config, workdir: str, run: experiment.Setup, data: masks.MaskData,
     steps_per_epoch = run.batches.steps_per_epoch
     recipe = finetune.recipe_in_epochs(config.head_phase, config.finetune, steps_per_epoch)
 
-    def train(state, num_steps, subdir, **kwargs):
-        return trainer.train(state=state, train_step=run.train_step, batches=run.batches, num_steps=num_steps,
-                             mesh=mesh, seed=config.seed, workdir=os.path.join(workdir, subdir), evaluate=evaluate,
-                             log_every=config.log_every, keep_checkpoints=config.checkpoint.keep,
-                             skip_nonfinite=config.skip_nonfinite, **kwargs)
-
+    train = finetune.phase_trainer(config, workdir, run.train_step, run.batches, mesh, evaluate)
     state, evaluated = finetune.fine_tune(model, variables, recipe, functools.partial(experiment.optimizer, config),
                                           train, evaluate)
     return state, evaluated["head"]

@@ -12,11 +12,12 @@ research.trainer.train with the caller's data, mesh and evaluation in workdir/su
 its own.
 """
 
+import os
 from typing import Callable, NamedTuple
 
 import numpy as np
 
-from research import optimizers, schedules
+from research import optimizers, schedules, trainer
 from research.train_state import TrainState
 
 
@@ -67,3 +68,18 @@ def fine_tune(model, variables: dict, recipe: Recipe, make_tx: Callable, train: 
     state = TrainState.create(apply_fn=model.apply, params=state.params, batch_stats=state.batch_stats, tx=tx)
     state = train(state, ends[-1], "finetune", checkpoint_every=ends[-1], checkpoint_steps=ends)
     return state, evaluated
+
+
+def phase_trainer(config, workdir: str, train_step: Callable, batches, mesh, evaluate: Callable | None = None
+                  ) -> Callable:
+    """`train(state, num_steps, subdir, **kwargs)` for `fine_tune` (and the baselines beside it): the trainer on
+    `train_step` and `batches`, each phase in its own sub-workdir (so each resumes on its own), with the config's
+    seed, logging, checkpoint retention and non-finite policy; `kwargs` go to `trainer.train`."""
+
+    def train(state, num_steps: int, subdir: str, **kwargs):
+        return trainer.train(state=state, train_step=train_step, batches=batches, num_steps=num_steps, mesh=mesh,
+                             seed=config.seed, workdir=os.path.join(workdir, subdir), evaluate=evaluate,
+                             log_every=config.log_every, keep_checkpoints=config.checkpoint.keep,
+                             skip_nonfinite=config.skip_nonfinite, **kwargs)
+
+    return train
