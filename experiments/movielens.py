@@ -169,13 +169,7 @@ def _create_state_fn(config, maps: ratings_data.IndexMaps):
     return create_state
 
 
-def _metrics_with_loss(predictions_B, batch: dict, mask_B) -> dict:
-    """regression's sums, the squared error also as `loss` (what the trainer's progress bar shows)."""
-    summed = regression.summed_metrics(predictions_B, batch["target"], mask_B)
-    return {**summed, "loss": summed["squared_error"]}
-
-
-TASK = regression.task(("user", "item"))._replace(metrics=_metrics_with_loss)
+TASK = regression.task(("user", "item"))
 
 
 def setup(config, mesh, data: RatingsData | None = None) -> experiment.Setup:

@@ -41,13 +41,12 @@ def make_epoch_step(train_step: Callable, batches: ArrayBatches, seed: int, unro
     def epoch_step(state, epoch_batch: dict, rng):
         del rng
         epoch = epoch_batch["epoch_1"][0]
-        # ArrayBatches.batch's own pieces (see the notes: a public `epoch_order` / `batch_in_order` would do);
-        # batch_traceable would redraw the 80k-row permutation at every step of the scan.
-        order_N = batches._permutation(batches._order_key, epoch)
+        # the permutation once per epoch (batch_traceable would redraw the 80k-row permutation at every step)
+        order_N = batches.epoch_order(epoch)
 
         def step_at(state, index):
             step = epoch * steps + index
-            batch = batches._slice_and_gather(order_N, index, batches._transform_key, step)
+            batch = batches.batch_in_order(order_N, step)
             return train_step(state, batch, jax.random.fold_in(key, step))
 
         def body(carry, index):

@@ -83,13 +83,8 @@ def create_states(create_state: Callable, tx, members: Members):
 
 
 def seed_batch(batches: arrays.ArrayBatches, step, seed) -> dict:
-    """Step `step`'s batch as `ArrayBatches(..., seed=seed)` gives it, with `seed` traced, from `batches`' arrays.
-
-    Reads ArrayBatches' internals until arrays.py offers `batch_traceable(step, seed=...)` (see the notes)."""
-    epoch, index = jnp.divmod(step, batches.steps_per_epoch)
-    order_key, transform_key = arrays._stream_keys(seed, 0)  # noqa: SLF001
-    return batches._slice_and_gather(batches._permutation(order_key, epoch), index,  # noqa: SLF001
-                                     transform_key, step)
+    """Step `step`'s batch as `ArrayBatches(..., seed=seed)` gives it, with `seed` traced, from `batches`' arrays."""
+    return batches.batch_traceable(step, seed=seed)
 
 
 class MemberBatches:

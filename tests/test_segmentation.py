@@ -316,7 +316,8 @@ def test_canvases_are_deterministic_and_masks_follow_the_pixels(canvases_dir):
 def _fashion_validation():
     from research.data import fashion_mnist
     train_images, train_labels = fashion_mnist.raw_arrays("/nonexistent")["train"]
-    return train_images[canvases.VALIDATION_START:], train_labels[canvases.VALIDATION_START:]
+    start = fashion_mnist.DERIVED_VALIDATION_START
+    return train_images[start:], train_labels[start:]
 
 
 def test_a_few_real_training_steps_lower_the_loss_and_the_run_writes_its_results(trained_run):

@@ -56,24 +56,36 @@ class ArrayBatches:
                                out_shardings=sharding.batch_sharded(mesh))
 
     def batch(self, step: int) -> dict[str, jax.Array]:
-        epoch, index = divmod(step, self.steps_per_epoch)
+        epoch = step // self.steps_per_epoch
         if epoch != self._epoch:  # one permutation per epoch, not per step
-            self._epoch, self._order = epoch, self._permutation(self._order_key, epoch)
-        return self._slice_and_gather(self._order, index, self._transform_key, step)
+            self._epoch, self._order = epoch, self.epoch_order(epoch)
+        return self.batch_in_order(self._order, step)
 
-    def batch_traceable(self, step: jax.Array, stream: jax.Array | int = 0) -> dict[str, jax.Array]:
+    def batch_traceable(self, step: jax.Array, stream: jax.Array | int = 0,
+                        seed: jax.Array | int | None = None) -> dict[str, jax.Array]:
         """Step `step`'s batch, computed with jax ops only (`step` may be traced, e.g. inside `lax.scan`).
 
         Stream 0 equals `batch(step)`; other streams draw other data orders and augmentations (for sweeps
-        over seeds)."""
-        epoch, index = jnp.divmod(step, self.steps_per_epoch)
-        order_key, transform_key = _stream_keys(self._seed, stream)
-        return self._slice_and_gather(self._permutation(order_key, epoch), index, transform_key, step)
+        over seeds). `seed` (may be traced) replaces the source's seed: the batch `ArrayBatches(..., seed)`
+        would give, from these arrays (research/seeds.py's members)."""
+        epoch = step // self.steps_per_epoch
+        order_key, transform_key = _stream_keys(self._seed if seed is None else seed, stream)
+        return self._slice_and_gather(self._permutation(order_key, epoch), step, transform_key)
+
+    def epoch_order(self, epoch) -> jax.Array:
+        """The row order of `epoch` (may be traced): a permutation of the rows."""
+        return self._permutation(self._order_key, epoch)
+
+    def batch_in_order(self, order_N: jax.Array, step) -> dict[str, jax.Array]:
+        """Step `step`'s batch from its epoch's `epoch_order` (jax ops only: a whole epoch can run in one
+        `lax.scan` that draws the permutation once)."""
+        return self._slice_and_gather(order_N, step, self._transform_key)
 
     def _permutation(self, order_key, epoch):
         return jax.random.permutation(jax.random.fold_in(order_key, epoch), self.num_rows)
 
-    def _slice_and_gather(self, order, index, transform_key, step):
+    def _slice_and_gather(self, order, step, transform_key):
+        index = step % self.steps_per_epoch
         indices_B = jax.lax.dynamic_slice_in_dim(order, index * self.batch_size, self.batch_size)
         return self._gather(self.arrays, indices_B, jax.random.fold_in(transform_key, step))
 
@@ -103,7 +115,10 @@ def _gather_transform(arrays, indices_B, rng, *, transform):
 
 def padded_batches(arrays: dict[str, np.ndarray], batch_size: int) -> Iterator[dict[str, np.ndarray]]:
     """Yields evaluation batches of exactly `batch_size` rows, the last one padded with zeros, with `mask`
-    marking the real rows, so every example counts once."""
+    marking the real rows, so every example counts once. The name "mask" is therefore reserved (segmentation
+    masks travel as "pixel_labels")."""
+    if "mask" in arrays:
+        raise InputError('"mask" is reserved for the padding mask of evaluation batches: rename that array')
     num_rows = len(next(iter(arrays.values())))
     for start in range(0, num_rows, batch_size):
         rows = {name: np.asarray(array[start:start + batch_size]) for name, array in arrays.items()}

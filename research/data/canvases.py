@@ -17,7 +17,6 @@ Canvases are drawn with a fixed seed per split, so every build is identical:
 The builder writes PNG-encoded canvases and masks to ArrayRecord files (no TensorFlow); read them with `load`.
 """
 
-import dataclasses
 import io
 
 import numpy as np
@@ -32,7 +31,6 @@ MIN_SIDE, MAX_SIDE = 24, 40
 MAX_ITEMS = 4
 THRESHOLD = 16
 CLASS_NAMES = ("background", *fashion_mnist.CLASS_NAMES)  # mask value k: background (0), item class k - 1
-VALIDATION_START = 54_000
 SEEDS = {"train": 10, "validation": 11, "test": 12}
 
 
@@ -60,22 +58,15 @@ def make_canvases(images_Nx28x28: np.ndarray, labels_N: np.ndarray, count: int,
     return canvases, masks
 
 
-@dataclasses.dataclass
-class CanvasesConfig(tfds.core.BuilderConfig):
-    train: int = 0
-    validation: int = 0
-    test: int = 0
-
-
 class FashionCanvases(tfds.core.GeneratorBasedBuilder):
     """64x64 canvases of 1-4 real Fashion-MNIST items with per-pixel class masks (see the module docstring)."""
 
     VERSION = tfds.core.Version("1.0.0")
     BUILDER_CONFIGS = [
-        CanvasesConfig(name="default", description="12k train, 1k validation, 2k test canvases",
-                       train=12_000, validation=1_000, test=2_000),
-        CanvasesConfig(name="small", description="600 train, 100 validation, 100 test canvases (tests)",
-                       train=600, validation=100, test=100),
+        fashion_mnist.DerivedSizes(name="default", description="12k train, 1k validation, 2k test canvases",
+                                   train=12_000, validation=1_000, test=2_000),
+        fashion_mnist.DerivedSizes(name="small", description="600 train, 100 validation, 100 test canvases (tests)",
+                                   train=600, validation=100, test=100),
     ]
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -92,13 +83,7 @@ class FashionCanvases(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        arrays = fashion_mnist.raw_arrays(dl_manager.download_dir)
-        train_images, train_labels = arrays["train"]
-        sources = {"train": (train_images[:VALIDATION_START], train_labels[:VALIDATION_START]),
-                   "validation": (train_images[VALIDATION_START:], train_labels[VALIDATION_START:]),
-                   "test": arrays["test"]}
-        return {split: self._generate_examples(*sources[split], getattr(self.builder_config, split), SEEDS[split])
-                for split in ("train", "validation", "test")}
+        return fashion_mnist.derived_split_generators(self, dl_manager.download_dir, SEEDS)
 
     def _generate_examples(self, images, labels, count, seed):
         canvases, masks = make_canvases(images, labels, count, seed)

@@ -9,6 +9,7 @@ recompressed ones both verify. The TFDS builder writes PNG-encoded images to Arr
 read them back through `tfds.data_source`.
 """
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -48,6 +49,33 @@ def local_dir() -> str:
 def missing_local_files() -> list[str]:
     """The raw files absent from `local_dir()` (an empty list: no download is needed)."""
     return [name for name in RAW_FILES if not os.path.exists(os.path.join(local_dir(), name))]
+
+
+# The datasets built from Fashion-MNIST's images (mosaics, canvases) make their validation examples from the
+# training images from here on, and their test examples from the test images only.
+DERIVED_VALIDATION_START = 54_000
+
+
+@dataclasses.dataclass
+class DerivedSizes(tfds.core.BuilderConfig):
+    """A derived dataset's configuration: how many examples each split holds."""
+    train: int = 0
+    validation: int = 0
+    test: int = 0
+
+
+def derived_split_generators(builder: tfds.core.GeneratorBasedBuilder, download_dir: str, seeds: dict[str, int]):
+    """`_split_generators` of a derived dataset: split -> `builder._generate_examples(images, labels, count,
+    seed)` over that split's source images (training images before/after DERIVED_VALIDATION_START, test images),
+    with the builder config's count and `seeds[split]`."""
+    arrays = raw_arrays(download_dir)
+    train_images, train_labels = arrays["train"]
+    start = DERIVED_VALIDATION_START
+    sources = {"train": (train_images[:start], train_labels[:start]),
+               "validation": (train_images[start:], train_labels[start:]), "test": arrays["test"]}
+    return {split: builder._generate_examples(*sources[split], getattr(builder.builder_config, split),  # noqa: SLF001
+                                              seeds[split])
+            for split in ("train", "validation", "test")}
 
 
 def raw_arrays(download_dir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -11,7 +11,6 @@ of one class give one label). Mosaics are drawn with a fixed seed, so every buil
 The builder writes PNG-encoded mosaics to ArrayRecord files (no TensorFlow); read them with `load`.
 """
 
-import dataclasses
 import io
 
 import numpy as np
@@ -23,7 +22,6 @@ from research.data import fashion_mnist
 NUM_CLASSES = len(fashion_mnist.CLASS_NAMES)
 CELL = 28
 SIZE = 2 * CELL
-VALIDATION_START = 54_000  # Fashion-MNIST training images from here on make the validation mosaics
 SEEDS = {"train": 0, "validation": 1, "test": 2}
 
 
@@ -44,22 +42,15 @@ def make_mosaics(images_Nx28x28: np.ndarray, labels_N: np.ndarray, count: int,
     return mosaics, multi_hot_MxK, cell_labels_Mx4
 
 
-@dataclasses.dataclass
-class MosaicsConfig(tfds.core.BuilderConfig):
-    train: int = 0
-    validation: int = 0
-    test: int = 0
-
-
 class FashionMosaics(tfds.core.GeneratorBasedBuilder):
     """2x2 mosaics of real Fashion-MNIST images with multi-hot labels (see the module docstring)."""
 
     VERSION = tfds.core.Version("1.0.0")
     BUILDER_CONFIGS = [
-        MosaicsConfig(name="default", description="40k train, 5k validation, 10k test mosaics",
-                      train=40_000, validation=5_000, test=10_000),
-        MosaicsConfig(name="small", description="2k train, 500 validation, 500 test mosaics (quick runs, tests)",
-                      train=2_000, validation=500, test=500),
+        fashion_mnist.DerivedSizes(name="default", description="40k train, 5k validation, 10k test mosaics",
+                                   train=40_000, validation=5_000, test=10_000),
+        fashion_mnist.DerivedSizes(name="small", train=2_000, validation=500, test=500,
+                                   description="2k train, 500 validation, 500 test mosaics (quick runs, tests)"),
     ]
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -77,13 +68,7 @@ class FashionMosaics(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        arrays = fashion_mnist.raw_arrays(dl_manager.download_dir)
-        train_images, train_labels = arrays["train"]
-        sources = {"train": (train_images[:VALIDATION_START], train_labels[:VALIDATION_START]),
-                   "validation": (train_images[VALIDATION_START:], train_labels[VALIDATION_START:]),
-                   "test": arrays["test"]}
-        return {split: self._generate_examples(*sources[split], getattr(self.builder_config, split), SEEDS[split])
-                for split in ("train", "validation", "test")}
+        return fashion_mnist.derived_split_generators(self, dl_manager.download_dir, SEEDS)
 
     def _generate_examples(self, images, labels, count, seed):
         mosaics, multi_hot, cell_labels = make_mosaics(images, labels, count, seed)

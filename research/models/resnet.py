@@ -24,12 +24,14 @@ from research.errors import InputError
 from research.init import he_normal_fan_out
 
 
-def _conv(features: int, kernel: int, stride: int, name: str, dtype: Any) -> nn.Conv:
+def conv(features: int, kernel: int, stride: int, name: str, dtype: Any) -> nn.Conv:
+    """A bias-free "same" convolution, He-initialised (fan out), as torchvision's ResNets."""
     return nn.Conv(features, (kernel, kernel), (stride, stride), padding=[(kernel // 2, kernel // 2)] * 2,
                    use_bias=False, kernel_init=he_normal_fan_out, dtype=dtype, name=name)
 
 
-def _batch_norm(train: bool, name: str, dtype: Any, zero_scale: bool = False) -> nn.BatchNorm:
+def batch_norm(train: bool, name: str, dtype: Any, zero_scale: bool = False) -> nn.BatchNorm:
+    """BatchNorm with torchvision's momentum and epsilon; `train` uses and updates batch statistics."""
     # torch's momentum 0.1 is flax's momentum 0.9 (weight of the old running average).
     return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
                         scale_init=nn.initializers.zeros if zero_scale else nn.initializers.ones, name=name)
@@ -45,10 +47,10 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x_BxHxWxC, train: bool):
-        y = _conv(self.features, 3, self.stride, "conv1", self.dtype)(x_BxHxWxC)
-        y = nn.relu(_batch_norm(train, "bn1", self.dtype)(y))
-        y = _conv(self.features, 3, 1, "conv2", self.dtype)(y)
-        y = _batch_norm(train, "bn2", self.dtype, self.zero_init_residual)(y)
+        y = conv(self.features, 3, self.stride, "conv1", self.dtype)(x_BxHxWxC)
+        y = nn.relu(batch_norm(train, "bn1", self.dtype)(y))
+        y = conv(self.features, 3, 1, "conv2", self.dtype)(y)
+        y = batch_norm(train, "bn2", self.dtype, self.zero_init_residual)(y)
         return nn.relu(y + _shortcut(x_BxHxWxC, self.features, self.stride, train, self.dtype))
 
 
@@ -62,12 +64,12 @@ class Bottleneck(nn.Module):
 
     @nn.compact
     def __call__(self, x_BxHxWxC, train: bool):
-        y = _conv(self.features, 1, 1, "conv1", self.dtype)(x_BxHxWxC)
-        y = nn.relu(_batch_norm(train, "bn1", self.dtype)(y))
-        y = _conv(self.features, 3, self.stride, "conv2", self.dtype)(y)
-        y = nn.relu(_batch_norm(train, "bn2", self.dtype)(y))
-        y = _conv(self.features * 4, 1, 1, "conv3", self.dtype)(y)
-        y = _batch_norm(train, "bn3", self.dtype, self.zero_init_residual)(y)
+        y = conv(self.features, 1, 1, "conv1", self.dtype)(x_BxHxWxC)
+        y = nn.relu(batch_norm(train, "bn1", self.dtype)(y))
+        y = conv(self.features, 3, self.stride, "conv2", self.dtype)(y)
+        y = nn.relu(batch_norm(train, "bn2", self.dtype)(y))
+        y = conv(self.features * 4, 1, 1, "conv3", self.dtype)(y)
+        y = batch_norm(train, "bn3", self.dtype, self.zero_init_residual)(y)
         return nn.relu(y + _shortcut(x_BxHxWxC, self.features * 4, self.stride, train, self.dtype))
 
 
@@ -75,8 +77,8 @@ def _shortcut(x, features: int, stride: int, train: bool, dtype: Any):
     """Identity, or torchvision's `downsample` (1x1 strided conv + BN) when the shape changes."""
     if x.shape[-1] == features and stride == 1:
         return x
-    x = _conv(features, 1, stride, "downsample_conv", dtype)(x)
-    return _batch_norm(train, "downsample_bn", dtype)(x)
+    x = conv(features, 1, stride, "downsample_conv", dtype)(x)
+    return batch_norm(train, "downsample_bn", dtype)(x)
 
 
 class ResNet(nn.Module):
@@ -104,47 +106,68 @@ class ResNet(nn.Module):
     frozen_groups: int = 0
     group_split: int | None = None
 
-    def _split(self) -> int:
-        split = len(self.stage_sizes) // 2 if self.group_split is None else self.group_split
-        if not 0 < split < len(self.stage_sizes):
-            raise InputError(f"ResNet group_split={split} must lie in 1..{len(self.stage_sizes) - 1} "
-                             f"for {len(self.stage_sizes)} stages")
-        return split
+    def split(self) -> int:
+        return split_stage(self.stage_sizes, self.group_split)
 
     def layer_groups(self) -> tuple[str, str, str]:
         """Regexes over parameter paths (`optimizers.param_path`) of fastai's three layer groups: the stem and
         the stages before `group_split`, the remaining stages, the head. Use them for `make_optimizer`'s
         `frozen` and `lr_multipliers` (lr/9, lr/3, lr)."""
-        split = self._split()
+        split = self.split()
         stages = [rf"layer{stage + 1}_\d+" for stage in range(len(self.stage_sizes))]
         return (f"^({'|'.join(['conv1', 'bn1', *stages[:split]])})/", f"^({'|'.join(stages[split:])})/",
                 "^(fc|head)/")
 
     @nn.compact
     def __call__(self, x_BxHxWxC, train: bool = True):
-        split = self._split()
+        split = self.split()
         if not 0 <= self.frozen_groups <= 2:
             raise InputError(f"ResNet frozen_groups={self.frozen_groups} must be 0, 1 or 2 (the head always trains)")
         # Group g trains (BatchNorm on batch statistics) only when training and g is not frozen.
         group_train = [train and group >= self.frozen_groups for group in range(2)]
-        x = _conv(self.stem_width, self.stem_kernel, self.stem_stride, "conv1", self.dtype)(x_BxHxWxC)
-        x = nn.relu(_batch_norm(group_train[0], "bn1", self.dtype)(x))
-        if self.stem_pool:
-            x = nn.max_pool(x, (3, 3), (2, 2), padding=[(1, 1), (1, 1)])
-        for stage, (num_blocks, width) in enumerate(zip(self.stage_sizes, self.stage_widths)):
-            group = int(stage >= split)
-            for block in range(num_blocks):
-                stride = self.stage_strides[stage] if block == 0 else 1
-                x = self.block_cls(width, stride, self.zero_init_residual, self.dtype,
-                                   name=f"layer{stage + 1}_{block}")(x, group_train[group])
-            if stage in (split - 1, len(self.stage_sizes) - 1) and group < self.frozen_groups:
-                x = jax.lax.stop_gradient(x)  # end of a frozen group: nothing before it needs a gradient
+        last_stages = (split - 1, len(self.stage_sizes) - 1)
+        # the end of a frozen group: nothing before it needs a gradient
+        after_stage = lambda x, stage, group: (jax.lax.stop_gradient(x) if stage in last_stages
+                                               and group < self.frozen_groups else x)
+        _, stages = body(self, x_BxHxWxC, group_train, split, after_stage)
+        x = stages[-1]
         if self.head is not None:
             logits = self.head(num_classes=self.num_classes, name="head")(x, train)
         else:
             features_BxD = jnp.mean(x, axis=(1, 2))
             logits = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(features_BxD)
         return logits.astype(jnp.float32)
+
+
+def split_stage(stage_sizes: Sequence[int], split: int | None) -> int:
+    """The stage that starts the second body group (default: half the stages), checked."""
+    split = len(stage_sizes) // 2 if split is None else split
+    if not 0 < split < len(stage_sizes):
+        raise InputError(f"ResNet group_split={split} must lie in 1..{len(stage_sizes) - 1} "
+                         f"for {len(stage_sizes)} stages")
+    return split
+
+
+def body(module: nn.Module, x_BxHxWxC, group_train: Sequence[bool], split: int,
+         after_stage: Callable = lambda x, stage, group: x) -> tuple[jax.Array, list[jax.Array]]:
+    """The stem and stages of a ResNet-shaped `module` (its fields stem_*, stage_*, block_cls, ...), built in
+    the module's own scope with torchvision's names (`conv1`, `bn1`, `layer1_0`, ...), for ResNet and the U-Net's
+    encoder alike. Returns the stem's output (after ReLU, before any max-pool) and each stage's output, as
+    `after_stage(x, stage, group)` passed it on. Stages from `split` on are group 1; `group_train[g]`: whether
+    group g's BatchNorm trains."""
+    x = conv(module.stem_width, module.stem_kernel, module.stem_stride, "conv1", module.dtype)(x_BxHxWxC)
+    stem = nn.relu(batch_norm(group_train[0], "bn1", module.dtype)(x))
+    x = nn.max_pool(stem, (3, 3), (2, 2), padding=[(1, 1), (1, 1)]) if module.stem_pool else stem
+    stages = []
+    for stage, (num_blocks, width) in enumerate(zip(module.stage_sizes, module.stage_widths)):
+        group = int(stage >= split)
+        for block in range(num_blocks):
+            stride = module.stage_strides[stage] if block == 0 else 1
+            x = module.block_cls(width, stride, module.zero_init_residual, module.dtype,
+                                 name=f"layer{stage + 1}_{block}")(x, group_train[group])
+        x = after_stage(x, stage, group)
+        stages.append(x)
+    return stem, stages
 
 
 def init_head(model: ResNet, rng: jax.Array) -> dict:

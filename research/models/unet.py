@@ -32,7 +32,7 @@ import numpy as np
 from research import pretrained
 from research.errors import InputError
 from research.init import he_normal_fan_out
-from research.models.resnet import ResNet, _batch_norm, _conv
+from research.models.resnet import ResNet, batch_norm, body, conv, split_stage
 
 
 class ResNetEncoder(nn.Module):
@@ -51,31 +51,15 @@ class ResNetEncoder(nn.Module):
     group_split: int | None = None
 
     def split(self) -> int:
-        split = len(self.stage_sizes) // 2 if self.group_split is None else self.group_split
-        if not 0 < split < len(self.stage_sizes):
-            raise InputError(f"encoder group_split={split} must lie in 1..{len(self.stage_sizes) - 1} "
-                             f"for {len(self.stage_sizes)} stages")
-        return split
+        return split_stage(self.stage_sizes, self.group_split)
 
     @nn.compact
     def __call__(self, x_BxHxWxC, train: bool = True, frozen_groups: int = 0) -> list[jax.Array]:
         split = self.split()
         group_train = [train and group >= frozen_groups for group in range(2)]
         out = lambda y, group: jax.lax.stop_gradient(y) if group < frozen_groups else y
-        x = _conv(self.stem_width, self.stem_kernel, self.stem_stride, "conv1", self.dtype)(x_BxHxWxC)
-        x = nn.relu(_batch_norm(group_train[0], "bn1", self.dtype)(x))
-        features = [out(x, 0)]
-        if self.stem_pool:
-            x = nn.max_pool(x, (3, 3), (2, 2), padding=[(1, 1), (1, 1)])
-        for stage, (num_blocks, width) in enumerate(zip(self.stage_sizes, self.stage_widths)):
-            group = int(stage >= split)
-            for block in range(num_blocks):
-                stride = self.stage_strides[stage] if block == 0 else 1
-                x = self.block_cls(width, stride, self.zero_init_residual, self.dtype,
-                                   name=f"layer{stage + 1}_{block}")(x, group_train[group])
-            x = out(x, group)
-            features.append(x)
-        return features
+        stem, stages = body(self, x_BxHxWxC, group_train, split, lambda x, stage, group: out(x, group))
+        return [out(stem, 0), *stages]
 
 
 def encoder_of(model: ResNet) -> ResNetEncoder:
@@ -130,8 +114,8 @@ class ConvBNReLU(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        x = _conv(self.features, self.kernel, 1, "conv", self.dtype)(x)
-        x = _batch_norm(train, "bn", self.dtype)(x)
+        x = conv(self.features, self.kernel, 1, "conv", self.dtype)(x)
+        x = batch_norm(train, "bn", self.dtype)(x)
         return nn.relu(x) if self.relu else x
 
 
@@ -149,10 +133,10 @@ class Upsample(nn.Module):
         if self.transpose:
             x = nn.ConvTranspose(self.features, (f, f), (f, f), use_bias=False, kernel_init=he_normal_fan_out,
                                  dtype=self.dtype, name="conv")(x)
-            return nn.relu(_batch_norm(train, "bn", self.dtype)(x))
+            return nn.relu(batch_norm(train, "bn", self.dtype)(x))
         x = nn.Conv(self.features * f * f, (1, 1), use_bias=False, kernel_init=icnr(f), dtype=self.dtype,
                     name="conv")(x)
-        return pixel_shuffle(nn.relu(_batch_norm(train, "bn", self.dtype)(x)), f)
+        return pixel_shuffle(nn.relu(batch_norm(train, "bn", self.dtype)(x)), f)
 
 
 def upsample_to(module_kwargs: dict, x, size_hw: tuple[int, int], train: bool, name: str):
@@ -174,7 +158,7 @@ class UpBlock(nn.Module):
     def __call__(self, x, skip, train: bool):
         up = dict(features=max(x.shape[-1] // 2, 1), transpose=self.transpose, dtype=self.dtype)
         x = upsample_to(up, x, skip.shape[1:3], train, "up")
-        x = nn.relu(jnp.concatenate([x, _batch_norm(train, "skip_bn", self.dtype)(skip)], -1))
+        x = nn.relu(jnp.concatenate([x, batch_norm(train, "skip_bn", self.dtype)(skip)], -1))
         x = ConvBNReLU(self.features, dtype=self.dtype, name="conv1")(x, train)
         return ConvBNReLU(self.features, dtype=self.dtype, name="conv2")(x, train)
 
@@ -190,7 +174,7 @@ class Decoder(nn.Module):
     def __call__(self, features: Sequence[jax.Array], x_BxHxWxC, train: bool):
         *skips, deepest = skip_features(features)
         width = deepest.shape[-1]
-        y = nn.relu(_batch_norm(train, "bn", self.dtype)(deepest))
+        y = nn.relu(batch_norm(train, "bn", self.dtype)(deepest))
         y = ConvBNReLU(width, dtype=self.dtype, name="middle1")(y, train)
         y = ConvBNReLU(width, dtype=self.dtype, name="middle2")(y, train)
         for i, skip in enumerate(reversed(skips)):

@@ -19,14 +19,17 @@ def _flat(predictions) -> jax.Array:
 
 
 def summed_metrics(predictions_B, targets_B, mask_B) -> dict[str, jax.Array]:
+    """Sums of the squared and absolute errors; the squared error also as "loss" (the training loss, which the
+    trainer logs and its progress bar shows)."""
     mask_B = mask_B.astype(jnp.float32)
     error_B = _flat(predictions_B) - targets_B
-    return {"squared_error": jnp.sum(error_B ** 2 * mask_B), "abs_error": jnp.sum(jnp.abs(error_B) * mask_B),
-            "count": jnp.sum(mask_B)}
+    squared_error = jnp.sum(error_B ** 2 * mask_B)
+    return {"loss": squared_error, "squared_error": squared_error,
+            "abs_error": jnp.sum(jnp.abs(error_B) * mask_B), "count": jnp.sum(mask_B)}
 
 
 def finish(summed: dict) -> dict[str, float]:
-    """{"mse", "rmse", "mae"} (and the means of any other summed metric) from the sums."""
+    """{"loss" (= "mse"), "mse", "rmse", "mae"} (and the means of any other summed metric) from the sums."""
     done = {k: v for k, v in steps.means(summed).items() if k not in ("squared_error", "abs_error")}
     mse = float(summed["squared_error"]) / float(summed["count"])
     return {**done, "mse": mse, "rmse": float(np.sqrt(mse)), "mae": float(summed["abs_error"]) / float(summed["count"])}
