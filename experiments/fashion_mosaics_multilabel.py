@@ -11,8 +11,8 @@ Predict (the classes above their thresholds) for new images:
   .venv/bin/python scripts/predict.py --workdir runs/mosaics --input DIR_OR_CSV --output predictions.csv
 
 Reaches (measured on the 2-core CPU): test F2 0.932 (0.932 without TTA), F1 0.898; validation F2 0.937.
-1 epoch at 28 px + 2 at 56 px of 40k mosaics, 775 s for the whole command on a CPU shared with one other job
-(105 s + 509 s of training), the mosaics already built (building them takes ~1-2 min once).
+1 epoch at 28 px + 2 at 56 px of 40k mosaics, 485 s for the whole command on the idle 2-core CPU
+(45 s + 350 s of training), the mosaics already built (building them takes ~1-2 min once).
 """
 
 import functools

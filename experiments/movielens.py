@@ -26,7 +26,7 @@ Reaches (2-core CPU shared with other jobs; RMSE is deterministic, times are not
   | fastai 2.8, 50 factors, wd 0.1, 5 epochs    | 0.919 (the issue's number)                   |
   u1 fold: dot 0.9221, baseline 0.9529; time-ordered split (17k of 20k validation ratings by users unseen in
   training): dot 1.0238, baseline 1.0347. A whole dot run (5 epochs, 5 evaluations, checkpoints, baseline,
-  plots) took 15 s at load average ~5.
+  plots) takes 9 s on the idle 2-core CPU.
 Choices on the 10% holdout (data.tune=True; validation RMSE there): dot wd 0.1 0.9114, 0.2 0.9078 (kept), 0.3
 0.9165; lr 3e-3 0.9075 vs 5e-3 0.9078 (fastai's 5e-3 kept; the range test suggests valley 3.5e-3, minimum
 9.2e-3); 30 / 100 factors 0.9098 / 0.9154; 4 / 6 epochs 0.9098 / 0.9101; 10 epochs wd 0.3 0.9152; batch 256 at
@@ -34,9 +34,9 @@ Choices on the 10% holdout (data.tune=True; validation RMSE there): dot wd 0.1 0
 (kept); (200, 100) dropout 0.3 wd 0.1 0.9264. Averaging 2 / 3 dot seeds: 0.9046 / 0.9042 (not used).
 
 An epoch as one XLA program: with `epoch_scan=True` (default) the trainer's step is a whole epoch, a lax.scan
-over its 1250 steps (research/epoch_scan.py). Measured in one process (scripts/benchmark_collab.py): 0.45 s
-per epoch against 1.57 s for the trainer's way, a Python loop over one jitted step (load average 10); 0.66 s
-against 1.49 s at load 5; 1.11 s against 3.11 s at load 14. The scan is kept on CPU.
+over its 1250 steps (research/epoch_scan.py). Measured in one process on the idle 2-core CPU
+(scripts/benchmark_collab.py): 0.265 s per epoch against 0.730 s for the trainer's way, a Python loop over one
+jitted step, and 1.155 s for PyTorch's eager loop (4.4x). The scan is kept on CPU.
 """
 
 import functools
