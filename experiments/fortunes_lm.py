@@ -12,7 +12,8 @@ the texts the topic classifier holds out (valid and test of research/data/fortun
 seed), so the classifier is never scored on text its body has read. Your own text: `--config.data.source=folder
 --config.data.path=DIR` (one document per file). Tokens: research/data/tokens.py (vocab.json in the workdir).
 
-Reaches: RESULTS (see README "Results": machine, load, times). Writes samples.txt, vocab.json, results.json.
+Reaches (default preset, idle 2-core CPU, 454 s): test perplexity 73.3 (valid 71.5) after 3 epochs; the
+Kneser-Ney 4-gram baseline reaches 57.5 on the same split. Writes samples.txt, vocab.json, results.json.
 """
 
 import functools
