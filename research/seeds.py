@@ -82,11 +82,6 @@ def create_states(create_state: Callable, tx, members: Members):
     return states.replace(opt_state=states.opt_state._replace(hyperparams=hyperparams))
 
 
-def seed_batch(batches: arrays.ArrayBatches, step, seed) -> dict:
-    """Step `step`'s batch as `ArrayBatches(..., seed=seed)` gives it, with `seed` traced, from `batches`' arrays."""
-    return batches.batch_traceable(step, seed=seed)
-
-
 class MemberBatches:
     """The trainer's batch source for K members: `batch(step)` is
     {"batch": every member's own batch, stacked, "seed": K seeds, "step": K copies of step,
@@ -98,7 +93,8 @@ class MemberBatches:
         hyperparams = {name: jnp.asarray(values, jnp.float32) for name, values in members.hyperparams.items()}
 
         def batch(step):
-            return {"batch": jax.vmap(lambda seed: seed_batch(batches, step, seed))(seeds_K), "seed": seeds_K,
+            # member k's batch is the one `ArrayBatches(..., seed=seeds[k])` gives, from the one copy of the arrays
+            return {"batch": jax.vmap(lambda seed: batches.batch_traceable(step, seed=seed))(seeds_K), "seed": seeds_K,
                     "step": jnp.full(seeds_K.shape, step, jnp.int32), "hyperparams": hyperparams}
 
         self._batch = jax.jit(batch, out_shardings=sharding.batch_sharded(batches.mesh))  # members split

@@ -83,7 +83,8 @@ class FashionCanvases(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        return fashion_mnist.derived_split_generators(self, dl_manager.download_dir, SEEDS)
+        return fashion_mnist.derived_split_generators(self._generate_examples, self.builder_config,
+                                                      dl_manager.download_dir, SEEDS)
 
     def _generate_examples(self, images, labels, count, seed):
         canvases, masks = make_canvases(images, labels, count, seed)

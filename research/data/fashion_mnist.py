@@ -64,17 +64,16 @@ class DerivedSizes(tfds.core.BuilderConfig):
     test: int = 0
 
 
-def derived_split_generators(builder: tfds.core.GeneratorBasedBuilder, download_dir: str, seeds: dict[str, int]):
-    """`_split_generators` of a derived dataset: split -> `builder._generate_examples(images, labels, count,
-    seed)` over that split's source images (training images before/after DERIVED_VALIDATION_START, test images),
-    with the builder config's count and `seeds[split]`."""
+def derived_split_generators(generate, sizes: DerivedSizes, download_dir: str, seeds: dict[str, int]) -> dict:
+    """`_split_generators` of a derived dataset: split -> `generate(images, labels, count, seed)` over that
+    split's source images (training images before / from DERIVED_VALIDATION_START, test images), with the
+    split's count from `sizes` and its seed from `seeds`."""
     arrays = raw_arrays(download_dir)
     train_images, train_labels = arrays["train"]
     start = DERIVED_VALIDATION_START
     sources = {"train": (train_images[:start], train_labels[:start]),
                "validation": (train_images[start:], train_labels[start:]), "test": arrays["test"]}
-    return {split: builder._generate_examples(*sources[split], getattr(builder.builder_config, split),  # noqa: SLF001
-                                              seeds[split])
+    return {split: generate(*sources[split], getattr(sizes, split), seeds[split])
             for split in ("train", "validation", "test")}
 
 

@@ -68,7 +68,8 @@ class FashionMosaics(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        return fashion_mnist.derived_split_generators(self, dl_manager.download_dir, SEEDS)
+        return fashion_mnist.derived_split_generators(self._generate_examples, self.builder_config,
+                                                      dl_manager.download_dir, SEEDS)
 
     def _generate_examples(self, images, labels, count, seed):
         mosaics, multi_hot, cell_labels = make_mosaics(images, labels, count, seed)
