@@ -313,6 +313,20 @@ def test_canvases_are_deterministic_and_masks_follow_the_pixels(canvases_dir):
     assert set(np.unique(labels)) == set(range(11))
 
 
+def test_canvases_leave_every_item_mostly_visible():
+    """Overlap is bounded: each placed item keeps MIN_VISIBLE of its pixels, and some canvases do overlap."""
+    rng = np.random.default_rng(0)
+    overlapping = 0
+    for _ in range(200):
+        canvas, mask, owner, sizes = canvases.draw_canvas(rng, *_fashion_validation())
+        shown = np.bincount(owner.ravel() + 1, minlength=len(sizes) + 1)[1:]
+        assert 1 <= len(sizes) <= canvases.MAX_ITEMS
+        assert np.all(shown >= canvases.MIN_VISIBLE * np.asarray(sizes))
+        np.testing.assert_array_equal(mask > 0, owner >= 0)
+        overlapping += bool(np.any(shown < np.asarray(sizes)))
+    assert overlapping >= 20
+
+
 def _fashion_validation():
     from research.data import fashion_mnist
     train_images, train_labels = fashion_mnist.raw_arrays("/nonexistent")["train"]
