@@ -6,13 +6,11 @@ Default preset: Fashion-MNIST canvases (research/data/canvases.py: 64x64, 1-4 re
 background), a small-ResNet U-Net from scratch: LR range test -> 1cycle -> the best checkpoint by validation mean
 IoU -> the test canvases, scored once.
   .venv/bin/python scripts/train.py --config experiments/segmentation.py --workdir runs/segmentation
-Reaches (3 epochs of 12k canvases, peak rate 2.44e-2 from the range test): test foreground dice 0.996, mean IoU
-0.483 over the 11 classes (background 0.997, trousers 0.70, shirts 0.09), pixel accuracy 0.889; validation mean
-IoU 0.486. Isolated items come out whole; crowds of overlapping items are where classes get confused, and the
-model still underfits (train pixel accuracy 0.89 too): the issue's 0.70 is not reached yet. 27 min for the
-whole command on the 2-core CPU shared with other jobs (load average 15-22, then 4-7); at load ~3 a train step
-(64 canvases) took 0.62 s, i.e. about 8 min for the whole command. With `--config.num_epochs=6`: test mean IoU
-0.573, foreground dice 0.999 (still rising; 15 min of training at load ~4).
+Reaches (3 epochs of 12k canvases, peak rate 0.1 from the range test; idle 2-core CPU, 8 min 42 s for the whole
+command): test foreground dice 0.997, mean IoU 0.545 over the 11 classes (background 0.998, trousers 0.78,
+shirts 0.17), pixel accuracy 0.901; validation mean IoU 0.549. Isolated items come out whole; the four kinds of
+top are confused, and the model still underfits in the time: the issue's 0.70 is not reached. (A peak rate of
+2e-2: 0.538.)
 
 `:pets` preset (needs a network and an accelerator): TFDS oxford_iiit_pet's trimaps (pet, background, the border
 void), a pretrained ResNet-34 encoder, frozen while the decoder trains, then unfrozen with discriminative rates
