@@ -7,8 +7,11 @@ for comparison, the trainer's way (a Python loop over one jitted step). PyTorch:
 user/item biases, an offset, the scaled sigmoid into (0, 5.5), normal(0.01) initialisation), the same
 batch size, AdamW (betas 0.9/0.99, decoupled weight decay 0.1) with a 1cycle schedule, as a plain eager loop
 over shuffled index batches (fastai's collab learner does this and more per batch), at PyTorch's default
-thread count and at one thread (the faster one counts: on a loaded machine one thread wins by far). Each epoch
-is timed after a warm-up (compilation for JAX, 100 untimed steps for PyTorch) and printed with the ratio.
+thread count and at one thread (the faster one counts: on a loaded machine one thread wins by far). fastai,
+when it imports (`pip install fastai` beside the CPU torch): its own collab_learner (50 factors, y_range (0, 5.5))
+on the same 80,000 training ratings, batch and rate, fit_one_cycle with wd 0.1; the training part of its second
+epoch is timed (a callback, validation excluded). Each epoch is timed after a warm-up (compilation for JAX, 100
+untimed steps for PyTorch, one epoch for fastai) and printed with the ratios.
 """
 
 import os
@@ -70,8 +73,7 @@ def time_torch(data, num_users: int, num_items: int, batch_size: int, learning_r
                threads: int) -> float:
     import torch
     from torch import nn
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
 
     class DotProductBias(nn.Module):
         def __init__(self):
@@ -114,6 +116,37 @@ def time_torch(data, num_users: int, num_items: int, batch_size: int, learning_r
     return _report(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads: one epoch, eager loop", started)
 
 
+def time_fastai(batch_size: int, learning_rate: float, threads: int) -> float | None:
+    """The training part of fastai's second 1cycle epoch, or None when fastai does not import."""
+    try:
+        import fastai
+        from fastai.callback.core import Callback
+        from fastai.collab import CollabDataLoaders, collab_learner
+    except ImportError as e:
+        print(f"fastai not timed: {e} (pip install fastai beside the CPU torch)")
+        return None
+    import torch
+    from research.data import ratings as ratings_data
+    torch.set_num_threads(threads)
+
+    class TrainTime(Callback):
+        def before_train(self):
+            self.started = time.perf_counter()
+
+        def after_train(self):
+            self.seconds = time.perf_counter() - self.started
+
+    frame = ratings_data.read_movielens_100k().frame[["user", "item", "rating"]]
+    loaders = CollabDataLoaders.from_df(frame, valid_pct=0.2, seed=42, bs=batch_size)
+    timer = TrainTime()
+    learner = collab_learner(loaders, n_factors=50, y_range=(0, 5.5), cbs=timer)
+    with learner.no_bar(), learner.no_logging():
+        learner.fit_one_cycle(2, learning_rate, wd=0.1)
+    print(f"fastai {fastai.__version__} (PyTorch {torch.__version__}, {torch.get_num_threads()} threads): one epoch "
+          f"of fit_one_cycle, {len(loaders.train_ds)} training ratings: {timer.seconds:.3f} s", flush=True)
+    return timer.seconds
+
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
@@ -126,11 +159,18 @@ def main(argv):
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}; one epoch = {steps} steps of batch {config.batch_size}")
     ours = time_jax(config, data)
+    import torch
+    thread_counts = [int(threads) or torch.get_num_threads() for threads in _TORCH_THREADS.value]
     torch_epoch = min(time_torch(data, data.maps.num_users, data.maps.num_items, config.batch_size,
-                                 config.learning_rate, int(threads)) for threads in _TORCH_THREADS.value)
+                                 config.learning_rate, threads) for threads in thread_counts)
     print(f"ratio (fastest PyTorch epoch / our compiled epoch): {torch_epoch / ours['jax_scan_epoch']:.1f}x; "
           f"against our step loop: {torch_epoch / ours['jax_step_loop_epoch']:.1f}x; "
           f"load average now {os.getloadavg()[0]:.1f}")
+    fastai_epochs = [time_fastai(config.batch_size, config.learning_rate, threads) for threads in thread_counts]
+    if None not in fastai_epochs:
+        ratio = min(fastai_epochs) / ours["jax_scan_epoch"]
+        print(f"ratio (fastest fastai epoch / our compiled epoch): {ratio:.1f}x; "
+              f"load average now {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
