@@ -248,8 +248,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at:
             interpret(workdir, state.params, data)
     return experiment.write_results(workdir, metrics, config, timer.total(), mesh, learning_rate=learning_rate,
                                     steps=steps_run, baselines={"bias_als": baseline},
-                                    data={"source": data.source, "train": len(data.train["target"]),
-                                          "valid": len(data.valid["target"])})
+                                    data=_data_info(data))
 
 
 def sample_and_evaluate(config, workdir: str, data: RatingsData, timer: experiment.Timer, mesh) -> dict:
@@ -266,9 +265,11 @@ def sample_and_evaluate(config, workdir: str, data: RatingsData, timer: experime
     metrics = {"valid_rmse": float(np.sqrt(np.mean(errors_N ** 2))), "valid_mae": float(np.mean(np.abs(errors_N)))}
     baseline = _report_baseline(config, data, metrics, timer)
     return experiment.write_results(workdir, metrics, config, timer.total(), mesh, sweeps=b.num_sweeps,
-                                    baselines={"bias_als": baseline},
-                                    data={"source": data.source, "train": len(data.train["target"]),
-                                          "valid": len(data.valid["target"])})
+                                    baselines={"bias_als": baseline}, data=_data_info(data))
+
+
+def _data_info(data: RatingsData) -> dict:
+    return {"source": data.source, "train": len(data.train["target"]), "valid": len(data.valid["target"])}
 
 
 def _report_baseline(config, data: RatingsData, metrics: dict, timer: experiment.Timer) -> dict:

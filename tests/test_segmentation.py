@@ -316,9 +316,10 @@ def test_canvases_are_deterministic_and_masks_follow_the_pixels(canvases_dir):
 def test_canvases_leave_every_item_mostly_visible():
     """Overlap is bounded: each placed item keeps MIN_VISIBLE of its pixels, and some canvases do overlap."""
     rng = np.random.default_rng(0)
+    images, labels = _fashion_validation()
     overlapping = 0
     for _ in range(200):
-        canvas, mask, owner, sizes = canvases.draw_canvas(rng, *_fashion_validation())
+        canvas, mask, owner, sizes = canvases.draw_canvas(rng, images, labels)
         shown = np.bincount(owner.ravel() + 1, minlength=len(sizes) + 1)[1:]
         assert 1 <= len(sizes) <= canvases.MAX_ITEMS
         assert np.all(shown >= canvases.MIN_VISIBLE * np.asarray(sizes))

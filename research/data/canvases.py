@@ -58,12 +58,13 @@ def draw_canvas(rng: np.random.Generator, images_Nx28x28: np.ndarray, labels_N: 
         source = rng.integers(len(images_Nx28x28))
         side = int(rng.integers(MIN_SIDE, MAX_SIDE + 1))
         item, pixels = item_and_mask(images_Nx28x28[source], side)
+        shown = np.bincount(owner_HxW.ravel() + 1, minlength=len(item_sizes) + 1)[1:]
+        spare = shown - MIN_VISIBLE * np.asarray(item_sizes, dtype=float)  # pixels each placed item may lose
         for _ in range(PLACEMENT_TRIES):
             top, left = rng.integers(0, SIZE - side + 1, 2)
             window = np.s_[top:top + side, left:left + side]
             covered = np.bincount(owner_HxW[window][pixels] + 1, minlength=len(item_sizes) + 1)[1:]
-            shown = np.bincount(owner_HxW.ravel() + 1, minlength=len(item_sizes) + 1)[1:]
-            if np.all(shown - covered >= MIN_VISIBLE * np.asarray(item_sizes, dtype=float)):
+            if np.all(covered <= spare):
                 break
         else:
             continue  # no position leaves the others visible enough: the item is left out
