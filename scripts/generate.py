@@ -25,6 +25,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)
+    from research import compile_cache
+    compile_cache.enable()  # before anything compiles
     import ml_collections
     from research import experiment as recipes
     from research.errors import InputError

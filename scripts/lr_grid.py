@@ -30,6 +30,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)
+    from research import compile_cache
+    compile_cache.enable()  # before anything compiles
     from research.errors import InputError
     from research.trainer import NonFiniteError, Preempted
     try:

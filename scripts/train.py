@@ -28,6 +28,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)  # keep library INFO chatter (orbax, tfds) out of the progress bar
+    from research import compile_cache
+    compile_cache.enable()  # before anything compiles
     from scripts.experiment_file import experiment_path, load_experiment  # after sys.path holds the repo root
     from research import experiment as recipes
     from research.errors import InputError

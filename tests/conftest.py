@@ -5,10 +5,24 @@ Without them, every test that needs the data is skipped for one stated reason (o
 and one in its header)."""
 
 import os
+import shutil
+import tempfile
 
-import pytest
+# One persistent compilation cache for the whole session, this process and the scripts it starts (they read the
+# environment): the same programs (a model's step, its evaluation) are compiled by many tests.
+_CACHE_DIR = None if "JAX_COMPILATION_CACHE_DIR" in os.environ else tempfile.mkdtemp(prefix="fastjax_jax_cache_")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE_DIR or "")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
-from research.data import fashion_mnist
+import pytest  # noqa: E402
+
+from research.data import fashion_mnist  # noqa: E402
+
+
+def pytest_unconfigure(config):
+    if _CACHE_DIR:
+        shutil.rmtree(_CACHE_DIR, ignore_errors=True)
+
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

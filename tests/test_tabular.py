@@ -107,6 +107,62 @@ def test_days_since_and_until_an_event_within_each_group():
     np.testing.assert_array_equal(out["days_until_promo"], [1, 0, -1, -1, 2, 0])
 
 
+def test_lags_read_the_same_group_months_or_days_before_and_leave_gaps_missing():
+    frame = pd.DataFrame({"city": ["a", "a", "a", "b", "b"], "sales": [10.0, 20.0, 40.0, 7.0, 9.0],
+                          "month": ["2014-01-01", "2015-01-01", "2016-01-01", "2015-01-01", "2016-03-01"]})
+    out = tabular.add_lags(frame, "sales", "month", [12, 24], group="city")
+    np.testing.assert_array_equal(out["sales_lag12"], [np.nan, 10.0, 20.0, np.nan, np.nan])
+    np.testing.assert_array_equal(out["sales_lag24"], [np.nan, np.nan, 10.0, np.nan, np.nan])
+    logged = tabular.add_lags(frame, "sales", "month", [12], group="city", log=True)
+    np.testing.assert_allclose(logged["sales_lag12"][1:3], np.log([10.0, 20.0]))
+    days = tabular.add_lags(frame, "sales", "month", [365], unit="days", group="city")
+    np.testing.assert_array_equal(days["sales_lag365"], [np.nan, 10.0, 20.0, np.nan, np.nan])
+    ungrouped = tabular.add_lags(frame.iloc[:3], "sales", "month", [12])
+    np.testing.assert_array_equal(ungrouped["sales_lag12"], [np.nan, 10.0, 20.0])
+    with pytest.raises(InputError, match="one row per city and month: row 4 repeats one"):
+        tabular.add_lags(frame.assign(month=frame["month"].where(frame.index != 4, "2015-01-01")), "sales",
+                         "month", [12], group="city")
+
+
+def test_target_lags_shorter_than_the_held_out_period_or_with_a_random_split_are_refused():
+    config = sales_tabular.get_config()
+    assert sales_tabular.target_lags(config.data) == [12, 24]  # txhousing's default
+    config.data.target_lags = "6,12"
+    with pytest.raises(InputError, match="each lag must be at least the held-out period, 12 months"):
+        sales_tabular.target_lags(config.data)
+    config.data.update(target_lags="12", test_months=6)
+    with pytest.raises(InputError, match="at least the held-out period, 18 months"):
+        sales_tabular.target_lags(config.data)
+    config.data.update(target_lags="24", valid_by="random")
+    with pytest.raises(InputError, match="needs data.valid_by='date'"):
+        sales_tabular.target_lags(config.data)
+    config.data.update(target_lags="", valid_by="random")
+    assert sales_tabular.target_lags(config.data) == []
+
+
+@needs_wheel
+def test_txhousing_predictions_for_new_rows_read_their_lags_from_the_history(tmp_path):
+    """One short epoch of the default table (lags 12 and 24 months): predicting the validation rows from a CSV
+    without their sales gives the net's own validation outputs, so the lags were rebuilt from the history."""
+    config = sales_tabular.get_config()
+    config.update(num_epochs=1, ensemble=1, baselines=False, interpret=False)
+    workdir = str(tmp_path / "run")
+    sales_tabular.train_and_evaluate(config, workdir)
+    data = sales_tabular.load_table(config)
+    assert {"sales_lag12", "sales_lag24"} <= set(data.prep.cont_names)
+    frame, _ = sales_tabular.read_table(config.data)
+    valid = frame[frame["date"] >= "2014-08-01"]
+    valid.drop(columns=["sales"]).assign(date=valid["date"].dt.strftime("%Y-%m-%d")).to_csv(
+        tmp_path / "new.csv", index=False)
+    assert sales_tabular.predict(config, workdir, str(tmp_path / "new.csv"), str(tmp_path / "out.csv")) == 546
+    state = sales_tabular._create_state_fn(config, data.prep)(
+        sales_tabular.experiment.one_cycle_optimizer(config, 1e-3, 0), jax.random.key(0))
+    state = sales_tabular.experiment.restore_trained(workdir, state, "", "max")
+    expected = data.prep.to_original_units(
+        sales_tabular._outputs([state], data.prep, data.valid, config, sharding.make_mesh(1)))
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "out.csv")["prediction"], expected, rtol=1e-4)
+
+
 def test_saved_preprocessing_applied_to_new_rows(tmp_path):
     prep = _fit(_shops())
     prep.save(str(tmp_path / "preprocessing.json"))
@@ -239,7 +295,7 @@ def _small_run_config(path, target, **data):
     config.data.path, config.data.target = str(path), target
     config.data.update(valid_by="random", **data)
     config.model.hidden, config.model.dropouts = (200, 100), (0.001, 0.01)
-    config.batch_size, config.num_epochs, config.learning_rate = 32, 8, 1e-2
+    config.batch_size, config.num_epochs, config.learning_rate, config.ensemble = 32, 8, 1e-2, 1
     return config
 
 
@@ -251,11 +307,16 @@ def test_a_classification_csv_trains_with_config_keys_only_beside_the_trees(tmp_
     csv = tmp_path / "penguins.csv"
     frame = _write_penguins(csv)
     workdir = str(tmp_path / "run")
-    results = sales_tabular.train_and_evaluate(_small_run_config(csv, "species"), workdir)
+    config = _small_run_config(csv, "species")
+    config.ensemble = 2  # two members, their probabilities averaged
+    results = sales_tabular.train_and_evaluate(config, workdir)
     printed = capsys.readouterr().out
     assert "categorical ['island', 'sex', 'year']" in printed and "data.task inferred" in printed
     metrics, baselines = results["metrics"], results["baselines"]
     assert metrics["valid_accuracy"] >= 0.95 and metrics["valid_log_loss"] < 0.3, metrics
+    # log loss is convex in the probabilities: the average's is at most the members' mean
+    assert metrics["valid_log_loss"] <= metrics["valid_log_loss_member_mean"] + 1e-6, metrics
+    assert all(os.path.isdir(os.path.join(workdir, f"member_{k}", "checkpoints")) for k in (0, 1))
     for name in ("hist_gradient_boosting", "random_forest"):
         assert baselines[name]["valid_accuracy"] >= 0.9 and "valid_log_loss" in baselines[name]
     assert {"bill_length_mm_na", "sex_na"} & set(results["inputs"]["categorical"]) == {"bill_length_mm_na"}
@@ -266,8 +327,7 @@ def test_a_classification_csv_trains_with_config_keys_only_beside_the_trees(tmp_
 
     new_rows = frame.drop(columns=["species"]).iloc[[0, 200, 300]]
     new_rows.to_csv(tmp_path / "new.csv", index=False)
-    written = sales_tabular.predict(_small_run_config(csv, "species"), workdir, str(tmp_path / "new.csv"),
-                                    str(tmp_path / "predictions.csv"))
+    written = sales_tabular.predict(config, workdir, str(tmp_path / "new.csv"), str(tmp_path / "predictions.csv"))
     predictions = pd.read_csv(tmp_path / "predictions.csv")
     assert written == 3 and list(predictions["prediction"]) == list(frame["species"].iloc[[0, 200, 300]])
     assert (predictions["probability"] > 0.5).all()

@@ -199,6 +199,36 @@ def add_event_days(frame: pd.DataFrame, event: str, date: str, group: str | None
     return frame
 
 
+def add_lags(frame: pd.DataFrame, column: str, date: str, lags, unit: str = "months", group: str | None = None,
+             log: bool = False) -> pd.DataFrame:
+    """Adds `COLUMN_lagL` for each L in `lags`: the value of `column` L months (or days) before the row's date,
+    in the same `group` (e.g. a city), log(value) with `log`; missing where the table has no such row (the
+    preprocessing then fills it and adds an indicator). A forecaster's history features: with a lag at least as
+    long as the held-out period, a held-out row reads only rows before that period."""
+    check_columns(frame, [c for c in (column, date, group) if c])
+    if unit not in ("months", "days"):
+        raise InputError(f"data.lag_unit={unit!r}: use 'months' or 'days'")
+    keys = [group] if group else []
+    dates = parse_dates(frame, date)
+    history = frame[keys].copy()
+    history["_lag_date"] = dates
+    history["_lag_value"] = numeric_column(frame, column)
+    repeated = history.duplicated(keys + ["_lag_date"])
+    if repeated.any():
+        raise InputError(f"lags of {column!r} need one row per {' and '.join(keys + [date])}: row "
+                         f"{first_row(frame[date], repeated)[0]} repeats one")
+    if log:
+        history["_lag_value"] = np.log(history["_lag_value"].where(history["_lag_value"] > 0))
+    frame = frame.copy()
+    for lag in lags:
+        shifted = history.assign(_lag_date=history["_lag_date"] + (pd.DateOffset(months=lag) if unit == "months"
+                                                                    else pd.Timedelta(days=lag)))
+        looked_up = pd.DataFrame({**{k: frame[k].to_numpy() for k in keys}, "_lag_date": dates.to_numpy()})
+        looked_up = looked_up.merge(shifted, how="left", on=keys + ["_lag_date"])
+        frame[f"{column}_lag{lag}"] = looked_up["_lag_value"].to_numpy()
+    return frame
+
+
 # --- checks ----------------------------------------------------------------------------------------------------
 
 def first_row(values: pd.Series, bad) -> tuple:
