@@ -16,6 +16,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import pytest  # noqa: E402
 
+from research import trainer  # noqa: E402
 from research.data import fashion_mnist  # noqa: E402
 
 
@@ -25,6 +26,26 @@ def pytest_unconfigure(config):
 
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True)
+def train_steps_compile_once(monkeypatch):
+    """Every test that trains in this process (every experiment's step: classification, multi-label, transfer,
+    segmentation, tabular, collaborative filtering, language models, seeds) also checks that each call of the
+    trainer compiled its step once over all the steps it ran: no recompilation from a changed shape, dtype,
+    sharding or weak type. Yields the list of jitted steps (tests/test_compile_once.py checks the check)."""
+    jitted = []
+
+    def recording(*args, **kwargs):
+        step = real(*args, **kwargs)
+        jitted.append(step)
+        return step
+
+    real = trainer.jit_train_step
+    monkeypatch.setattr(trainer, "jit_train_step", recording)
+    yield jitted
+    compiled = [step._cache_size() for step in jitted]
+    assert all(n <= 1 for n in compiled), f"a trainer's step compiled {compiled} times (once expected)"
 
 
 def _no_data_reason() -> str | None:
