@@ -34,15 +34,24 @@ def train_steps_compile_once(monkeypatch):
     segmentation, tabular, collaborative filtering, language models, seeds) also checks that each call of the
     trainer compiled its step once over all the steps it ran: no recompilation from a changed shape, dtype,
     sharding or weak type. Yields the list of jitted steps (tests/test_compile_once.py checks the check)."""
-    jitted = []
+    jitted, training = [], []
 
     def recording(*args, **kwargs):
-        step = real(*args, **kwargs)
-        jitted.append(step)
+        step = real_jit(*args, **kwargs)
+        if training:  # steps the train loop made (not ones a test jits and calls itself)
+            jitted.append(step)
         return step
 
-    real = trainer.jit_train_step
+    def train(**kwargs):
+        training.append(True)
+        try:
+            return real_train(**kwargs)
+        finally:
+            training.pop()
+
+    real_jit, real_train = trainer.jit_train_step, trainer.train
     monkeypatch.setattr(trainer, "jit_train_step", recording)
+    monkeypatch.setattr(trainer, "train", train)
     yield jitted
     compiled = [step._cache_size() for step in jitted]
     assert all(n <= 1 for n in compiled), f"a trainer's step compiled {compiled} times (once expected)"

@@ -20,14 +20,17 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from research import conv as conv_ops, pooling
 from research.errors import InputError
 from research.init import he_normal_fan_out
 
 
 def conv(features: int, kernel: int, stride: int, name: str, dtype: Any) -> nn.Conv:
-    """A bias-free "same" convolution, He-initialised (fan out), as torchvision's ResNets."""
+    """A bias-free "same" convolution, He-initialised (fan out), as torchvision's ResNets; on a CPU its weight
+    gradient runs as matmuls where that is faster (research/conv.py)."""
     return nn.Conv(features, (kernel, kernel), (stride, stride), padding=[(kernel // 2, kernel // 2)] * 2,
-                   use_bias=False, kernel_init=he_normal_fan_out, dtype=dtype, name=name)
+                   use_bias=False, kernel_init=he_normal_fan_out, dtype=dtype, name=name,
+                   conv_general_dilated=conv_ops.conv_general_dilated)
 
 
 def batch_norm(train: bool, name: str, dtype: Any, zero_scale: bool = False) -> nn.BatchNorm:
@@ -157,7 +160,7 @@ def body(module: nn.Module, x_BxHxWxC, group_train: Sequence[bool], split: int,
     group g's BatchNorm trains."""
     x = conv(module.stem_width, module.stem_kernel, module.stem_stride, "conv1", module.dtype)(x_BxHxWxC)
     stem = nn.relu(batch_norm(group_train[0], "bn1", module.dtype)(x))
-    x = nn.max_pool(stem, (3, 3), (2, 2), padding=[(1, 1), (1, 1)]) if module.stem_pool else stem
+    x = pooling.max_pool(stem, (3, 3), (2, 2), padding=[(1, 1), (1, 1)]) if module.stem_pool else stem
     stages = []
     for stage, (num_blocks, width) in enumerate(zip(module.stage_sizes, module.stage_widths)):
         group = int(stage >= split)
