@@ -1,7 +1,7 @@
 """JAX's persistent compilation cache, on by default in every script: a rerun, a resumed run, the fit after the
 range test and the prediction after training load compiled programs from disk instead of compiling them again.
 
-In one run of the lesson-1 multi-label experiment's cut-down test config, a second call took 26 s without the
+On the multi-label experiment's cut-down test config, a second call in one process took 26 s without the
 cache and 7 s with it (the same programs, recompiled because each call builds new closures); a fresh process
 with a warm cache took 8 s. Compiled programs are keyed by their HLO, options, JAX version and device, so a
 stale entry is never used.

@@ -8,10 +8,11 @@ sum over the kernel's offsets: for offset (i, j), the input shifted by (i, j) an
 
 Used for 2-D NHWC x HWIO convolutions without dilation or groups, on a CPU backend, when the convolution's output
 has `MIN_POSITIONS` to `MAX_POSITIONS` positions per image and at least `MIN_IN_CHANNELS` input channels (where
-it was measured faster; elsewhere XLA's own is as fast or faster). Outputs of at most `MAX_IM2COL_POSITIONS` positions (the
-last stage of a ResNet on small images) run wholly as one matmul of their patches (`im2col_conv`). Anything else,
-and every convolution on GPU and TPU (cuDNN's and the TPU's are fast), is lax's op unchanged. Pass it to flax as
-`nn.Conv(..., conv_general_dilated=conv.conv_general_dilated)`; parameters and their names do not change.
+it was measured faster; elsewhere XLA's own is as fast or faster). Outputs of at most `MAX_IM2COL_POSITIONS`
+positions (the last stage of a ResNet on small images) run wholly as one matmul of their patches
+(`im2col_conv`). Anything else, and every convolution on GPU and TPU (cuDNN's and the TPU's are fast), is lax's
+op unchanged. Pass it to flax as `nn.Conv(..., conv_general_dilated=conv.conv_general_dilated)`; parameters and
+their names do not change.
 """
 
 import functools

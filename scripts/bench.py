@@ -86,8 +86,10 @@ def jax_step(name: str, batch: int):
     elif name == "tabular":
         from research.models.tabular import TabularModel
         from research.tasks import tabular as tabular_task
-        model = TabularModel(cardinalities=(47, 13, 3, 3), hidden=(1000, 500), y_range=(0.0, 12.0))
-        cat = jnp.stack([jax.random.randint(jax.random.key(k), (batch,), 0, n) for k, n in enumerate((47, 13, 3, 3))], 1)
+        cardinalities = (47, 13, 3, 3)
+        cat = jnp.stack([jax.random.randint(jax.random.key(k), (batch,), 0, n)
+                         for k, n in enumerate(cardinalities)], 1)
+        model = TabularModel(cardinalities=cardinalities, hidden=(1000, 500), y_range=(0.0, 12.0))
         batch_data = {"cat": cat, "cont": jax.random.normal(jax.random.key(9), (batch, 4)),
                       "target": jax.random.uniform(jax.random.key(8), (batch,), maxval=10.0)}
         variables = model.init(jax.random.key(0), cat[:1], batch_data["cont"][:1], train=False)

@@ -20,7 +20,8 @@ def _run(tmp_path, images, num_steps):
     batches = ArrayBatches({"image": images, "label": labels}, 8, mesh, seed=0)
     model = small_resnet(num_classes=3, stage_sizes=(1, 1), stage_widths=(4, 8), stage_strides=(1, 2), stem_width=4,
                          stem_stride=1)
-    state = create_train_state(model, optax.inject_hyperparams(optax.adamw)(learning_rate=1e-3), jax.random.key(0), (1, *images.shape[1:]))
+    tx = optax.inject_hyperparams(optax.adamw)(learning_rate=1e-3)
+    state = create_train_state(model, tx, jax.random.key(0), (1, *images.shape[1:]))
     return trainer.train(state=state, train_step=classification.make_train_step(), batches=batches,
                          num_steps=num_steps, mesh=mesh, seed=0, workdir=str(tmp_path), progress=False), batches
 

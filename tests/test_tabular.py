@@ -16,7 +16,6 @@ from research import sharding
 from research.data import tabular
 from research.errors import InputError
 from research.models.tabular import TabularModel, embedding_size
-from research.tasks import steps
 from research.tasks import tabular as tabular_task
 from experiments import sales_tabular
 
