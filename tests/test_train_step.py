@@ -82,3 +82,28 @@ def test_a_skipped_nonfinite_step_leaves_params_batch_stats_and_optimizer_state_
         changed = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(getattr(before, name)),
                                                              jax.tree.leaves(getattr(moved, name)))]
         assert any(changed), name
+
+
+def test_mixed_precision_computes_in_bfloat16_and_keeps_float32_weights_and_statistics(fashion_test_split):
+    from experiments import fashion_mnist
+    from research import image_classifier
+    images, labels = fashion_test_split
+    losses = {}
+    for mixed in (False, True):
+        config = fashion_mnist.get_config()
+        config.mixed_precision = mixed
+        model = image_classifier.resnet_model(config, 10)
+        mesh = sharding.make_mesh()
+        batches = image_batches(images[:1024], labels[:1024], 64, mesh, seed=0, mean=0.286, std=0.353)
+        state = create_train_state(model, make_optimizer("adam", 3e-3), jax.random.key(0), (1, 28, 28, 1))
+        step = trainer.jit_train_step(classification.make_train_step(), state, mesh)
+        text = step.lower(state, batches.batch(0), jax.random.key(0)).as_text()
+        assert ("bf16" in text) == mixed  # convolutions and activations in bfloat16 only when asked
+        losses[mixed] = []
+        for i in range(12):
+            state, metrics = step(state, batches.batch(i), jax.random.key(i))
+            losses[mixed].append(float(metrics["loss"] / metrics["count"]))
+        assert {x.dtype for x in jax.tree.leaves((state.params, state.batch_stats, state.opt_state))
+                if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)} == {jnp.dtype(jnp.float32)}
+    assert abs(losses[True][0] - losses[False][0]) < 0.02 * losses[False][0]  # the same model at step 0
+    assert np.mean(losses[True][-3:]) < 0.7 * losses[True][0]  # and it trains
