@@ -240,6 +240,12 @@ def target_lags(d: ml_collections.ConfigDict) -> list[int]:
     return lags
 
 
+def _lag_group(d: ml_collections.ConfigDict) -> str | None:
+    """`data.lag_group`; None: txhousing's city, no group for your own table."""
+    group = d.lag_group if d.lag_group is not None else ("" if d.path else "city")
+    return group or None
+
+
 def with_target_lags(d: ml_collections.ConfigDict, frame: pd.DataFrame, columns: tabular.Columns,
                      log: bool) -> tuple[pd.DataFrame, tabular.Columns]:
     """The table with the target's lags (`data.target_lags`; log units when the target is modelled in logs)
@@ -249,8 +255,7 @@ def with_target_lags(d: ml_collections.ConfigDict, frame: pd.DataFrame, columns:
         return frame, columns
     if not columns.date:
         raise InputError(f"data.target_lags={','.join(map(str, lags))} needs a date column (data.date)")
-    group = d.lag_group if d.lag_group is not None else (None if d.path else "city")
-    frame = tabular.add_lags(frame, columns.target, columns.date[0], lags, d.lag_unit, group or None, log)
+    frame = tabular.add_lags(frame, columns.target, columns.date[0], lags, d.lag_unit, _lag_group(d), log)
     names = [f"{columns.target}_lag{lag}" for lag in lags]
     return frame, tabular.Columns(columns.target, columns.cat, [*columns.cont, *names], columns.date)
 
@@ -502,9 +507,8 @@ def _new_rows_with_lags(d: ml_collections.ConfigDict, rows: pd.DataFrame, prep: 
     """New rows with the target's lags read from the training table (`config.data`) and the new rows; a new row
     replaces the table's row of the same group and date."""
     history, columns = read_table(d)
-    group = d.lag_group if d.lag_group is not None else (None if d.path else "city")
     date = columns.date[0]
-    keys = [c for c in (group, date) if c]
+    keys = [c for c in (_lag_group(d), date) if c]
     tabular.check_columns(rows, keys)
     rows = rows.assign(**{date: tabular.parse_dates(rows, date)})
     history = history.assign(**{date: tabular.parse_dates(history, date)})

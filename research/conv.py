@@ -42,6 +42,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                               dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
                               batch_group_count=batch_group_count, precision=precision,
                               preferred_element_type=preferred_element_type)
+    if jax.default_backend() != "cpu":
+        return plain()
     if lhs.ndim != 4 or any(d != 1 for d in (lhs_dilation or (1, 1)) + (rhs_dilation or (1, 1))):
         return plain()
     if feature_group_count != 1 or batch_group_count != 1 or preferred_element_type is not None:
@@ -57,8 +59,6 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     out_positions = 1
     for size, kernel, stride, (low, high) in zip(lhs.shape[1:3], rhs.shape[:2], strides, pads):
         out_positions *= (size + low + high - kernel) // stride + 1
-    if jax.default_backend() != "cpu":
-        return plain()
     if out_positions <= MAX_IM2COL_POSITIONS:
         return im2col_conv(lhs, rhs, strides, pads, precision)
     if not uses_matmul_gradient(out_positions, rhs.shape[2]):
@@ -75,17 +75,23 @@ def im2col_conv(x_BxHxWxI, kernel_hxwxIxO, strides, pads, precision=None) -> jax
     """The convolution as one matmul of its patches (batch * positions) x (kh * kw * I) by the kernel
     (kh * kw * I) x O; differentiated as such (slices, a concatenation and matmuls)."""
     kh, kw, in_channels, out_channels = kernel_hxwxIxO.shape
-    (top, bottom), (left, right) = pads
-    padded = jnp.pad(x_BxHxWxI, ((0, 0), (top, bottom), (left, right), (0, 0)))
-    batch, height, width, _ = padded.shape
-    out_h, out_w = (height - kh) // strides[0] + 1, (width - kw) // strides[1] + 1
-    patches = jnp.concatenate([
-        lax.slice(padded, (0, i, j, 0), (batch, i + (out_h - 1) * strides[0] + 1, j + (out_w - 1) * strides[1] + 1,
-                                         in_channels), (1, strides[0], strides[1], 1))
-        for i in range(kh) for j in range(kw)], axis=-1)
+    patches = jnp.concatenate(window_slices(x_BxHxWxI, (kh, kw), strides, pads), axis=-1)
     out = jnp.dot(patches.reshape(-1, kh * kw * in_channels), kernel_hxwxIxO.reshape(-1, out_channels),
                   precision=precision)
-    return out.reshape(batch, out_h, out_w, out_channels)
+    return out.reshape(*patches.shape[:3], out_channels)
+
+
+def window_slices(x_BxHxWxC, window, strides, pads, pad_value: float = 0.0) -> list[jax.Array]:
+    """For each offset (i, j) of a window (row-major), the padded input at that offset, strided like the output
+    of a convolution or pooling with that window: B x out_h x out_w x C each."""
+    (top, bottom), (left, right) = pads
+    padded = jnp.pad(x_BxHxWxC, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=pad_value)
+    batch, height, width, channels = padded.shape
+    out_h, out_w = (height - window[0]) // strides[0] + 1, (width - window[1]) // strides[1] + 1
+    return [lax.slice(padded, (0, i, j, 0),
+                      (batch, i + (out_h - 1) * strides[0] + 1, j + (out_w - 1) * strides[1] + 1, channels),
+                      (1, strides[0], strides[1], 1))
+            for i in range(window[0]) for j in range(window[1])]
 
 
 def _lax_conv(x, w, strides, pads, precision):
@@ -117,16 +123,8 @@ def weight_gradient(x_BxHxWxI, grad_BxPxQxO, kernel_shape, strides, pads) -> jax
     the padded input at that offset (strided like the output) times the output gradient, summed over the batch and
     the output positions (float32 accumulation)."""
     kh, kw, in_channels, out_channels = kernel_shape
-    batch, out_h, out_w, _ = grad_BxPxQxO.shape
-    (top, bottom), (left, right) = pads
-    padded = jnp.pad(x_BxHxWxI, ((0, 0), (top, bottom), (left, right), (0, 0)))
     grad_NxO = grad_BxPxQxO.reshape(-1, out_channels)
-    per_offset = []
-    for i in range(kh):
-        for j in range(kw):
-            shifted = lax.slice(padded, (0, i, j, 0),
-                                (batch, i + (out_h - 1) * strides[0] + 1, j + (out_w - 1) * strides[1] + 1,
-                                 in_channels), (1, strides[0], strides[1], 1))
-            per_offset.append(lax.dot_general(shifted.reshape(-1, in_channels), grad_NxO, (((0,), (0,)), ((), ())),
-                                              preferred_element_type=jnp.float32))
+    per_offset = [lax.dot_general(shifted.reshape(-1, in_channels), grad_NxO, (((0,), (0,)), ((), ())),
+                                  preferred_element_type=jnp.float32)
+                  for shifted in window_slices(x_BxHxWxI, (kh, kw), strides, pads)]
     return jnp.stack(per_offset).reshape(kh, kw, in_channels, out_channels)

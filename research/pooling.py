@@ -7,12 +7,14 @@ made of selects and pads. The forward values are the same; the gradient too, exc
 equal maxima shares it among them instead of giving it all to the first. Other backends use `nn.max_pool`.
 """
 
+import functools
 from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax import lax
+
+from research import conv
 
 
 def max_pool(x_BxHxWxC: jax.Array, window: Sequence[int], strides: Sequence[int],
@@ -20,16 +22,4 @@ def max_pool(x_BxHxWxC: jax.Array, window: Sequence[int], strides: Sequence[int]
     """`nn.max_pool(x, window, strides, padding)` for NHWC inputs and explicit (low, high) padding pairs."""
     if jax.default_backend() != "cpu":
         return nn.max_pool(x_BxHxWxC, tuple(window), tuple(strides), padding=[tuple(p) for p in padding])
-    (top, bottom), (left, right) = padding
-    padded = jnp.pad(x_BxHxWxC, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=-jnp.inf)
-    batch, height, width, channels = padded.shape
-    out_h = (height - window[0]) // strides[0] + 1
-    out_w = (width - window[1]) // strides[1] + 1
-    pooled = None
-    for i in range(window[0]):
-        for j in range(window[1]):
-            shifted = lax.slice(padded, (0, i, j, 0),
-                                (batch, i + (out_h - 1) * strides[0] + 1, j + (out_w - 1) * strides[1] + 1, channels),
-                                (1, strides[0], strides[1], 1))
-            pooled = shifted if pooled is None else jnp.maximum(pooled, shifted)
-    return pooled
+    return functools.reduce(jnp.maximum, conv.window_slices(x_BxHxWxC, window, strides, padding, -jnp.inf))

@@ -69,7 +69,7 @@ def jax_step(name: str, batch: int):
     from research import sharding, trainer
     from research.tasks import steps
     from research.train_state import TrainState, create_train_state
-    if name in ("lesson1",) or name.startswith("resnet"):
+    if name == "lesson1" or name.startswith("resnet"):
         model, shape, batch_data, train_step, tx = _jax_resnet(name, batch)
         state = create_train_state(model, tx, jax.random.key(0), (1, *shape[1:]))
     elif name == "unet":
@@ -138,7 +138,7 @@ def torch_step(name: str, batch: int):
         else:
             stages = (2, 2, 2, 2) if name.startswith("resnet18") else (3, 4, 6, 3)
             size = int(name.split("_")[1])
-            model, shape = torch_resnet(stages), (batch, 3, size, size)
+            model, shape = torch_imagenet_resnet(stages), (batch, 3, size, size)
         inputs = (torch.randn(shape, device=device),)
         target = torch.randint(0, 10, (batch,), device=device)
         loss_fn = tnn.CrossEntropyLoss(label_smoothing=0.1)
@@ -171,30 +171,12 @@ def torch_step(name: str, batch: int):
     return run
 
 
-def torch_resnet(stage_sizes):
-    """torchvision's ResNet layout (7x7 stem, max-pool, BasicBlocks) written out: torchvision does not install
-    beside the CPU build of torch."""
+def torch_imagenet_resnet(stage_sizes):
+    """torchvision's ResNet-18/34 (7x7 stem and max-pool, BasicBlocks, 10 classes)."""
     import torch.nn as tnn
-
-    class Block(tnn.Module):
-        def __init__(self, cin, cout, stride):
-            super().__init__()
-            self.body = tnn.Sequential(tnn.Conv2d(cin, cout, 3, stride, 1, bias=False), tnn.BatchNorm2d(cout),
-                                       tnn.ReLU(), tnn.Conv2d(cout, cout, 3, 1, 1, bias=False), tnn.BatchNorm2d(cout))
-            self.shortcut = (tnn.Sequential(tnn.Conv2d(cin, cout, 1, stride, bias=False), tnn.BatchNorm2d(cout))
-                             if stride != 1 or cin != cout else tnn.Identity())
-
-        def forward(self, x):
-            return (self.body(x) + self.shortcut(x)).relu()
-
-    layers = [tnn.Conv2d(3, 64, 7, 2, 3, bias=False), tnn.BatchNorm2d(64), tnn.ReLU(), tnn.MaxPool2d(3, 2, 1)]
-    width = 64
-    for blocks, out, stride in zip(stage_sizes, (64, 128, 256, 512), (1, 2, 2, 2)):
-        for b in range(blocks):
-            layers.append(Block(width, out, stride if b == 0 else 1))
-            width = out
-    layers += [tnn.AdaptiveAvgPool2d(1), tnn.Flatten(), tnn.Linear(width, 10)]
-    return tnn.Sequential(*layers)
+    from scripts.benchmark_lr_find import torch_resnet
+    stem = [tnn.Conv2d(3, 64, 7, 2, 3, bias=False), tnn.BatchNorm2d(64), tnn.ReLU(), tnn.MaxPool2d(3, 2, 1)]
+    return torch_resnet(stem, 64, stage_sizes, (64, 128, 256, 512), (1, 2, 2, 2), 10)
 
 
 def TorchTabular(cardinalities, num_cont, hidden, y_range):

@@ -28,25 +28,35 @@ flags.mark_flags_as_required(["config"])
 
 
 def torch_small_resnet(config, num_classes: int):
+    """The lesson-1 model (config.model) in PyTorch: a 3x3 stem without max-pool, then BasicBlock stages."""
     import torch.nn as tnn
+    m = config.model
+    stem = [*_conv_bn(1, m.stem_width, m.stem_stride), tnn.ReLU()]
+    return torch_resnet(stem, m.stem_width, m.stage_sizes, m.stage_widths, m.stage_strides, num_classes)
 
-    def conv_bn(cin, cout, stride, kernel=3):
-        return [tnn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False), tnn.BatchNorm2d(cout)]
+
+def _conv_bn(cin, cout, stride, kernel=3):
+    import torch.nn as tnn
+    return [tnn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False), tnn.BatchNorm2d(cout)]
+
+
+def torch_resnet(stem: list, stem_width: int, stage_sizes, stage_widths, stage_strides, num_classes: int):
+    """torchvision's ResNet layout written out (torchvision does not install beside the CPU build of torch): the
+    `stem` layers, BasicBlock stages, a pooled linear classifier; convolutions He-initialised (fan out)."""
+    import torch.nn as tnn
 
     class Block(tnn.Module):
         def __init__(self, cin, cout, stride):
             super().__init__()
-            self.body = tnn.Sequential(*conv_bn(cin, cout, stride), tnn.ReLU(), *conv_bn(cout, cout, 1))
-            self.shortcut = (tnn.Sequential(*conv_bn(cin, cout, stride, 1)) if stride != 1 or cin != cout
+            self.body = tnn.Sequential(*_conv_bn(cin, cout, stride), tnn.ReLU(), *_conv_bn(cout, cout, 1))
+            self.shortcut = (tnn.Sequential(*_conv_bn(cin, cout, stride, 1)) if stride != 1 or cin != cout
                              else tnn.Identity())
 
         def forward(self, x):
             return (self.body(x) + self.shortcut(x)).relu()
 
-    m = config.model
-    layers = [*conv_bn(1, m.stem_width, m.stem_stride), tnn.ReLU()]
-    width = m.stem_width
-    for blocks, out, stride in zip(m.stage_sizes, m.stage_widths, m.stage_strides):
+    layers, width = list(stem), stem_width
+    for blocks, out, stride in zip(stage_sizes, stage_widths, stage_strides):
         for b in range(blocks):
             layers.append(Block(width, out, stride if b == 0 else 1))
             width = out
