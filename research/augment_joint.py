@@ -17,12 +17,13 @@ import ml_collections
 
 from research import augment
 from research.data.arrays import Transform, normalise
+from research.errors import InputError
 
 
 def config(**overrides) -> ml_collections.ConfigDict:
     """`config.augment` of a segmentation experiment; zero/False leaves a transform out."""
-    c = ml_collections.ConfigDict(dict(flip=False, dihedral=False, crop_scale=1.0, max_zoom=1.0, max_degrees=0.0,
-                                       brightness=0.0, contrast=0.0))
+    c = ml_collections.ConfigDict(dict(crop_fraction=1.0, flip=False, dihedral=False, crop_scale=1.0, max_zoom=1.0,
+                                       max_degrees=0.0, brightness=0.0, contrast=0.0))
     c.update(overrides)
     return c
 
@@ -57,6 +58,21 @@ def warp_jointly(geometry: augment.AugmentFn, rng: jax.Array, images_BxHxWxC: ja
     return warped[..., :channels], masks
 
 
+def random_crops(rng: jax.Array, images_BxHxWxC: jax.Array, masks_BxHxW: jax.Array,
+                 fraction: float) -> tuple[jax.Array, jax.Array]:
+    """A random window of each image, its sides `fraction` of the shorter side, and the same window of its mask
+    (no resampling): a fully convolutional model trains on the cheaper crops and is scored on whole images."""
+    batch, height, width, channels = images_BxHxWxC.shape
+    if not 0 < fraction <= 1:
+        raise InputError(f"config.augment.crop_fraction={fraction} must be in (0, 1]")
+    size = max(1, round(fraction * min(height, width)))
+    top_B, left_B = (jax.random.randint(key, (batch,), 0, limit - size + 1)
+                     for key, limit in zip(jax.random.split(rng), (height, width)))
+    crop = lambda image, mask, top, left: (jax.lax.dynamic_slice(image, (top, left, 0), (size, size, channels)),
+                                           jax.lax.dynamic_slice(mask, (top, left), (size, size)))
+    return jax.vmap(crop)(images_BxHxWxC, masks_BxHxW, top_B, left_B)
+
+
 def transform(mean, std, a: ml_collections.ConfigDict | None = None) -> Transform:
     """Normalises batch["image"] (uint8) with the training statistics, then applies `a`'s geometry to image and
     mask alike and `a`'s lighting to the image; other entries pass unchanged. No `a`: normalisation only."""
@@ -66,6 +82,8 @@ def transform(mean, std, a: ml_collections.ConfigDict | None = None) -> Transfor
     def apply(rng: jax.Array, batch: dict) -> dict:
         images, masks = normalise(batch["image"], mean, std), batch["pixel_labels"]
         geometry_rng, lighting_rng = jax.random.split(rng)
+        if a is not None and a.crop_fraction != 1.0:
+            images, masks = random_crops(jax.random.fold_in(rng, 2), images, masks, a.crop_fraction)
         if fns:
             images, masks = warp_jointly(augment.compose(*fns), geometry_rng, images, masks)
         if lighting:

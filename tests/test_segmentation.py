@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import PIL.Image
 import pytest
 import tensorflow_datasets as tfds
@@ -23,6 +24,7 @@ from research.data import canvases, masks
 from research.errors import InputError
 from research.models import resnet, unet
 from research.tasks import segmentation
+from research.train_state import TrainState
 
 from test_pretrained import _torch_model  # a torchvision-layout ResNet with random weights and BN statistics
 
@@ -116,6 +118,48 @@ def test_crops_zooms_and_rotations_keep_the_mask_where_the_image_was_sampled():
     assert clear.mean() > 0.95
     np.testing.assert_array_equal(mask[clear], block(nearest[..., 0], nearest[..., 1])[clear])
     assert (mask != labels).mean() > 0.5  # the warps did move things
+
+
+def test_random_crops_cut_the_same_window_from_image_and_mask():
+    """Crops (then flips) of a blocky image whose mask is drawn from its pixels: each crop is the mask's own
+    window, its side the fraction of the shorter side, the windows differ across the batch, and a fraction above
+    1 is refused."""
+    rng = np.random.default_rng(1)
+    labels = np.kron(rng.integers(0, 6, (16, 8, 6)), np.ones((1, 4, 4), np.int64)).astype(np.uint8)  # 32 x 24
+    images = (labels * 20)[..., None].astype(np.uint8)
+    out = _transform(crop_fraction=20 / 24, flip=True)(jax.random.key(5), {"image": images, "pixel_labels": labels})
+    image, mask = np.asarray(out["image"])[..., 0], np.asarray(out["pixel_labels"])
+    assert image.shape == (16, 20, 20) and mask.shape == (16, 20, 20)
+    np.testing.assert_array_equal(mask, np.round(image / 20).astype(np.uint8))
+    windows = set()
+    for n in range(16):  # each crop is a window of its own mask (flipped or not)
+        found = [(top, left) for top in range(13) for left in range(5) for flipped in (False, True)
+                 if np.array_equal(labels[n, top:top + 20, left:left + 20][:, ::-1 if flipped else 1], mask[n])]
+        assert found, n
+        windows.add(found[0])
+    assert len(windows) > 4
+    with pytest.raises(InputError, match="crop_fraction=1.5 must be in"):
+        _transform(crop_fraction=1.5)(jax.random.key(0), {"image": images, "pixel_labels": labels})
+
+
+def test_flip_tta_averages_the_mirror_images_prediction_mapped_back():
+    """predict_flip_tta is the log of the mean of the image's softmax and its mirror image's softmax mirrored back,
+    so it is mirror-equivariant; the evaluator scores those probabilities."""
+    model = unet.UNet(unet.encoder_of(resnet.small_resnet(1, **TINY_SMALL)), num_classes=4)
+    images = jax.random.normal(jax.random.key(0), (2, 20, 24, 1))
+    variables = unet.init_variables(model, jax.random.key(1), images.shape)
+    state = TrainState.create(apply_fn=model.apply, params=variables["params"], batch_stats=variables["batch_stats"],
+                              tx=optax.sgd(0.1))
+    logits = lambda x: model.apply(variables, x, train=False)
+    tta = segmentation.predict_flip_tta(state, {"image": images})
+    expected = (jax.nn.softmax(logits(images)) + jax.nn.softmax(logits(images[:, :, ::-1]))[:, :, ::-1]) / 2
+    np.testing.assert_allclose(np.exp(tta), expected, rtol=1e-5, atol=1e-6)
+    mirrored = segmentation.predict_flip_tta(state, {"image": images[:, :, ::-1]})
+    np.testing.assert_allclose(mirrored, tta[:, :, ::-1], rtol=1e-4, atol=1e-5)
+    assert not np.allclose(np.exp(tta), jax.nn.softmax(logits(images)), atol=1e-3)  # the mirror did count
+    labels = jnp.argmax(expected, -1)
+    summed = segmentation.make_eval_step(flip_tta=True)(state, {"image": images, "pixel_labels": labels})
+    assert float(segmentation.finish(jax.device_get(summed))["pixel_accuracy"]) == 1.0
 
 
 def test_lighting_changes_the_image_only():

@@ -125,12 +125,30 @@ def make_train_step(loss_fn: LossFn = cross_entropy_and_dice, ignore_index: int 
     return steps.make_train_step(task(loss_fn, ignore_index, background, per_class=False))
 
 
-def make_eval_step(ignore_index: int = IGNORE_INDEX, background: int = 0):
-    """`eval_step(state, batch) -> sums` with the per-class sums; `finish` them over the whole set."""
-    return steps.make_eval_step(task(ignore_index=ignore_index, background=background))
+def make_eval_step(ignore_index: int = IGNORE_INDEX, background: int = 0, flip_tta: bool = False):
+    """`eval_step(state, batch) -> sums` with the per-class sums; `finish` them over the whole set. flip_tta:
+    scored on `predict_flip_tta`'s averaged probabilities (their log as the logits)."""
+    scored = task(ignore_index=ignore_index, background=background)
+    if not flip_tta:
+        return steps.make_eval_step(scored)
+
+    def eval_step(state, batch: dict) -> dict[str, jax.Array]:
+        mask_B = batch.get("mask", jnp.ones(steps.batch_size_of(batch), bool))
+        return scored.metrics(predict_flip_tta(state, batch), batch, mask_B.astype(jnp.float32))
+
+    return eval_step
 
 
 predict = steps.make_predict(task())  # logits B x H x W x K in eval mode
+
+
+def predict_flip_tta(state, batch: dict) -> jax.Array:
+    """Test-time augmentation for masks: the log of the mean softmax of the image and of its mirror image, the
+    mirror's prediction mirrored back onto the image's pixels (B x H x W x K)."""
+    images_BxHxWxC = batch["image"]
+    both = predict(state, {**batch, "image": jnp.concatenate([images_BxHxWxC, images_BxHxWxC[:, :, ::-1]])})
+    plain_BxHxWxK, mirrored_BxHxWxK = jnp.split(jax.nn.softmax(both), 2)
+    return jnp.log((plain_BxHxWxK + mirrored_BxHxWxK[:, :, ::-1]) / 2)
 
 
 def per_image_iou(predicted_NxHxW: np.ndarray, true_NxHxW: np.ndarray, num_classes: int,
