@@ -82,7 +82,7 @@ def transform(mean, std, a: ml_collections.ConfigDict | None = None) -> Transfor
     def apply(rng: jax.Array, batch: dict) -> dict:
         images, masks = normalise(batch["image"], mean, std), batch["pixel_labels"]
         geometry_rng, lighting_rng = jax.random.split(rng)
-        if a is not None and a.crop_fraction != 1.0:
+        if a is not None and a.crop_fraction != 1.0:  # its own key: without crops the other draws are unchanged
             images, masks = random_crops(jax.random.fold_in(rng, 2), images, masks, a.crop_fraction)
         if fns:
             images, masks = warp_jointly(augment.compose(*fns), geometry_rng, images, masks)

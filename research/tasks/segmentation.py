@@ -128,15 +128,8 @@ def make_train_step(loss_fn: LossFn = cross_entropy_and_dice, ignore_index: int 
 def make_eval_step(ignore_index: int = IGNORE_INDEX, background: int = 0, flip_tta: bool = False):
     """`eval_step(state, batch) -> sums` with the per-class sums; `finish` them over the whole set. flip_tta:
     scored on `predict_flip_tta`'s averaged probabilities (their log as the logits)."""
-    scored = task(ignore_index=ignore_index, background=background)
-    if not flip_tta:
-        return steps.make_eval_step(scored)
-
-    def eval_step(state, batch: dict) -> dict[str, jax.Array]:
-        mask_B = batch.get("mask", jnp.ones(steps.batch_size_of(batch), bool))
-        return scored.metrics(predict_flip_tta(state, batch), batch, mask_B.astype(jnp.float32))
-
-    return eval_step
+    return steps.make_eval_step(task(ignore_index=ignore_index, background=background),
+                                predict_flip_tta if flip_tta else None)
 
 
 predict = steps.make_predict(task())  # logits B x H x W x K in eval mode

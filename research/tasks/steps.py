@@ -84,12 +84,13 @@ def make_train_step(task: Task, frozen: Sequence[str] = ()) -> Callable:
     return train_step
 
 
-def make_eval_step(task: Task) -> Callable:
+def make_eval_step(task: Task, outputs_fn: Callable | None = None) -> Callable:
     """`eval_step(state, batch) -> summed metrics` in eval mode over the rows where `batch["mask"]` (all rows
-    when the batch has no mask)."""
+    when the batch has no mask). `outputs_fn(state, batch)`: the outputs scored instead of the model's own
+    (e.g. test-time augmented ones)."""
 
     def eval_step(state: TrainState, batch: dict) -> dict[str, jax.Array]:
-        outputs, _, _ = _apply(state, state.params, task, batch, False)
+        outputs = outputs_fn(state, batch) if outputs_fn else _apply(state, state.params, task, batch, False)[0]
         mask_B = batch.get("mask", jnp.ones(batch_size_of(batch), bool))
         return task.metrics(outputs, batch, mask_B.astype(jnp.float32))
 
