@@ -27,13 +27,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from research import configs, experiment, lm_recipe, sharding
-from research.data import fortunes, text
-from research.data.lm_stream import LMStream
-from research.errors import InputError
-from research.models.char_rnn import CharRNN
-from research.tasks import language_model, steps
-from research.train_state import TrainState
+from research.core import configs, experiment, sharding, steps
+from research.core.errors import InputError
+from research.core.train_state import TrainState
+from research.text import documents as text, fortunes, language_model, lm_recipe
+from research.text.char_rnn import CharRNN
+from research.text.lm_stream import LMStream
 
 VOCAB_FILE = "vocab.json"
 

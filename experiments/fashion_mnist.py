@@ -25,7 +25,8 @@ DIR/train/<class>/* trains, DIR/valid/<class>/* validates (else 10% of train is 
 
 import ml_collections
 
-from research import experiment, image_classifier
+from research.core import experiment
+from research.vision import classifier as image_classifier
 
 EXPERIMENT_FILE = "experiments/fashion_mnist.py"
 RECIPE = image_classifier.Recipe()  # the small ResNet, AdamW with 1cycle

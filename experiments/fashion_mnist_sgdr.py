@@ -13,7 +13,8 @@ Reaches (README "The research workflow"): see the comparison there; measured on 
 
 import ml_collections
 
-from research import experiment, image_classifier, schedules
+from research.core import experiment, schedules
+from research.vision import classifier as image_classifier
 
 EXPERIMENT_FILE = "experiments/fashion_mnist_sgdr.py"
 

@@ -16,8 +16,9 @@ import functools
 
 import ml_collections
 
-from research import experiment, image_classifier
-from research.models.head import FastaiHead
+from research.core import experiment
+from research.vision import classifier as image_classifier
+from research.vision.head import FastaiHead
 
 EXPERIMENT_FILE = "experiments/fashion_mnist_wide_head.py"
 

@@ -23,13 +23,12 @@ import jax
 import ml_collections
 import numpy as np
 
-from research import augment, configs, evaluation, experiment, sharding, trainer, vision
-from research.data import fashion_mnist, fashion_mosaics
-from research.data.arrays import image_batches
-from research.models.head import FastaiHead
-from research.models.resnet import BasicBlock, ResNet
-from research.tasks import multilabel
-from research.train_state import create_train_state
+from research.core import configs, experiment, sharding, trainer
+from research.core.train_state import create_train_state
+from research.vision import augment, fashion_mnist, fashion_mosaics, multilabel, pipeline
+from research.vision.head import FastaiHead
+from research.vision.image_arrays import image_batches
+from research.vision.resnet import BasicBlock, ResNet
 
 THRESHOLDS_FILE = "thresholds.json"
 
@@ -102,7 +101,7 @@ def probabilities_at(state, images, size: int, config, mesh, mean: float, std: f
     follow the training augmentation."""
     predict = lambda state, x: multilabel.predict(state, augment.resize(x, size))
     views = tta_views(config) if tta else None
-    return evaluation.predict_probabilities(predict, state, images, config.eval_batch_size, mesh, mean, std, views=views,
+    return pipeline.predict_probabilities(predict, state, images, config.eval_batch_size, mesh, mean, std, views=views,
                                  beta=config.tta_beta, activation=jax.nn.sigmoid)
 
 
@@ -155,7 +154,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         train, (val_images, val_labels), (test_images, test_labels) = _load(config)
     mean, std = _statistics(train[0])
     size = config.sizes[-1]
-    vision.save_preprocessing(workdir, size, 1, mean, std, fashion_mnist.CLASS_NAMES)
+    pipeline.save_preprocessing(workdir, size, 1, mean, std, fashion_mnist.CLASS_NAMES)
     stages = []
     params = batch_stats = None
     for stage, (size, epochs) in enumerate(zip(config.sizes, config.epochs)):
@@ -213,6 +212,6 @@ def predict(config, workdir: str, input_path: str, output_path: str) -> int:
         return experiment.restore_trained(os.path.join(workdir, f"stage{len(config.sizes) - 1}_{size}px"), state)
 
     views = tta_views(config) if chosen["tta"] else None
-    return vision.predict_image_files(workdir, input_path, output_path, state_for,
+    return pipeline.predict_image_files(workdir, input_path, output_path, state_for,
                                       lambda state, x: multilabel.predict(state, augment.resize(x, size)),
                                       jax.nn.sigmoid, views, chosen["thresholds"])

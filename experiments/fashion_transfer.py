@@ -45,14 +45,12 @@ import jax
 import ml_collections
 import numpy as np
 
-from research import augment, configs, evaluation, experiment, finetune, pretrained, sharding, vision
-from research.data import fashion_mnist, image_sources
-from research.data.arrays import image_batches, image_prepare
-from research.errors import InputError
-from research.models import resnet
-from research.models.head import FastaiHead
-from research.tasks import classification
-from research.train_state import TrainState, create_train_state
+from research.core import classification, configs, evaluation, experiment, finetune, sharding
+from research.core.errors import InputError
+from research.core.train_state import create_train_state, TrainState
+from research.vision import augment, fashion_mnist, image_sources, pipeline, pretrained, resnet
+from research.vision.head import FastaiHead
+from research.vision.image_arrays import image_batches, image_prepare
 
 MEAN, STD = image_sources.FASHION_MNIST_MEAN, image_sources.FASHION_MNIST_STD
 
@@ -231,7 +229,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     timer = experiment.Timer()
     mesh = sharding.make_mesh(config.num_devices or None, config.fsdp_devices)
     source_train, source_test, targets, target_valid, target_test = split_data(config)
-    vision.save_preprocessing(workdir, 28, 1, MEAN, STD,
+    pipeline.save_preprocessing(workdir, 28, 1, MEAN, STD,
                               [fashion_mnist.CLASS_NAMES[k] for k in config.target_classes])
     with timer("pretrain"):
         state, body_init = pretrain(config, source_train, mesh, workdir)
@@ -264,4 +262,4 @@ def predict(config, workdir: str, input_path: str, output_path: str) -> int:
         return experiment.restore_trained(os.path.join(workdir, f"n{max(config.labelled_per_class)}", "finetune"),
                                           state)
 
-    return vision.predict_image_files(workdir, input_path, output_path, state_for, classification.predict)
+    return pipeline.predict_image_files(workdir, input_path, output_path, state_for, classification.predict)

@@ -29,12 +29,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from research import configs, experiment, sharding, trainer
-from research.data import fortunes, labelled_text, tokens
-from research.data.padded_text import BucketedBatches
-from research.models.awd_lstm import TextClassifier
-from research.tasks import steps, text_classifier
-from research.train_state import TrainState
+from research.core import configs, experiment, sharding, steps, trainer
+from research.core.train_state import TrainState
+from research.text import classifier as text_classifier, fortunes, labelled_text, tokens
+from research.text.awd_lstm import TextClassifier
+from research.text.padded_text import BucketedBatches
 
 
 def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:

@@ -24,12 +24,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from research import configs, experiment, lm_recipe, sharding
-from research.data import fortunes, text, tokens
-from research.data.lm_stream import LMStream
-from research.errors import InputError
-from research.models.awd_lstm import AWDLSTM
-from research.tasks import language_model, steps
+from research.core import configs, experiment, sharding, steps
+from research.core.errors import InputError
+from research.text import documents as text, fortunes, language_model, lm_recipe, tokens
+from research.text.awd_lstm import AWDLSTM
+from research.text.lm_stream import LMStream
 
 VOCAB_FILE = "vocab.json"
 

@@ -57,13 +57,12 @@ import ml_collections
 import numpy as np
 import pandas as pd
 
-from research import bias_baseline, bpmf, configs, epoch_scan, evaluation, experiment, plots_collab, sharding
-from research.data import ratings as ratings_data
-from research.data.arrays import ArrayBatches
-from research.errors import InputError
-from research.models.collab import DotProductBias, EmbeddingNet
-from research.tasks import regression, steps
-from research.train_state import TrainState
+from research.collab import bias_baseline, bpmf, plots as plots_collab, ratings as ratings_data
+from research.collab.model import DotProductBias, EmbeddingNet
+from research.core import configs, epoch_scan, evaluation, experiment, regression, sharding, steps
+from research.core.arrays import ArrayBatches
+from research.core.errors import InputError
+from research.core.train_state import TrainState
 
 PRESETS = ("dot", "net", "bayes")
 SCORES_FILE = "posterior_ratings.npy"  # bayes: the users x items posterior mean ratings

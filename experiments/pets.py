@@ -24,14 +24,12 @@ import jax
 import ml_collections
 import numpy as np
 
-from research import configs, evaluation, experiment, finetune, pretrained, sharding, vision
-from research.data import image_sources
-from research.data.arrays import image_batches, image_prepare
-from research.errors import InputError
-from research.models import resnet
-from research.models.head import FastaiHead
-from research.tasks import classification
-from research.train_state import TrainState
+from research.core import classification, configs, evaluation, experiment, finetune, sharding
+from research.core.errors import InputError
+from research.core.train_state import TrainState
+from research.vision import image_sources, pipeline, pretrained, resnet
+from research.vision.head import FastaiHead
+from research.vision.image_arrays import image_batches, image_prepare
 
 ARCHITECTURES = {"resnet18": resnet.resnet18, "resnet34": resnet.resnet34, "resnet50": resnet.resnet50}
 
@@ -50,7 +48,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     c.label_smoothing = 0.0
     c.batch_size = 64
     c.eval_batch_size = 64
-    c.augment = vision.augment_config(flip=True, max_zoom=1.1, max_degrees=10.0, brightness=0.2, contrast=0.2)
+    c.augment = pipeline.augment_config(flip=True, max_zoom=1.1, max_degrees=10.0, brightness=0.2, contrast=0.2)
     c.head_phase = ml_collections.ConfigDict(dict(epochs=4, learning_rate=3e-3))
     c.finetune = ml_collections.ConfigDict(dict(learning_rate=3e-4, cycle_len=1, cycle_mult=2, num_cycles=2,
                                                 group_factor=3.0))
@@ -109,7 +107,7 @@ def setup(config, mesh, data: image_sources.ImageData | None = None) -> experime
                                                                             frozen=groups[:2]),
         train_step=classification.make_train_step(config.label_smoothing),
         batches=image_batches(data.train.images, data.train.labels, config.batch_size, mesh, config.seed, data.mean,
-                              data.std, vision.augment_fn(config.augment)))
+                              data.std, pipeline.augment_fn(config.augment)))
 
 
 def classification_state(model, variables, tx) -> TrainState:
@@ -124,7 +122,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     mesh = sharding.make_mesh(config.num_devices or None, config.fsdp_devices)
     with timer("data"):
         data = load_data(config)
-    vision.save_preprocessing(workdir, config.data.image_size, 3, data.mean, data.std, data.class_names)
+    pipeline.save_preprocessing(workdir, config.data.image_size, 3, data.mean, data.std, data.class_names)
     run = setup(config, mesh, data)
     prepare = image_prepare(data.mean, data.std)
     arrays = lambda split: {"image": split.images, "label": split.labels}
@@ -144,9 +142,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         metrics.update(evaluation.make_evaluator(classification.eval_step, arrays(data.test), config.eval_batch_size,
                                                  mesh, prepare, prefix="test_")(state))
         if config.tta:
-            probabilities = evaluation.predict_probabilities(classification.predict, state, data.test.images,
+            probabilities = pipeline.predict_probabilities(classification.predict, state, data.test.images,
                                                              config.eval_batch_size, mesh, data.mean, data.std,
-                                                             vision.tta_views(config.augment))
+                                                             pipeline.tta_views(config.augment))
             metrics["test_accuracy_tta"] = float(np.mean(np.argmax(probabilities, -1) == data.test.labels))
     return experiment.write_results(workdir, metrics, config, timer.total(), mesh, classes=len(data.class_names),
                                     train_images=len(data.train.labels))
@@ -164,4 +162,4 @@ def predict(config, workdir: str, input_path: str, output_path: str) -> int:
         state = classification_state(model, variables, experiment.optimizer(config, 1e-3))
         return experiment.restore_trained(os.path.join(workdir, "finetune"), state)
 
-    return vision.predict_image_files(workdir, input_path, output_path, state_for, classification.predict)
+    return pipeline.predict_image_files(workdir, input_path, output_path, state_for, classification.predict)

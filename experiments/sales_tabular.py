@@ -38,14 +38,12 @@ import ml_collections
 import numpy as np
 import pandas as pd
 
-from research import configs, evaluation, experiment, sharding, tabular_baselines, tabular_interpret
-from research.data import tabular
-from research.data.arrays import ArrayBatches
-from research.errors import InputError
-from research.models.tabular import TabularModel
-from research.tasks import steps
-from research.tasks import tabular as tabular_task
-from research.train_state import TrainState
+from research.core import configs, evaluation, experiment, sharding, steps
+from research.core.arrays import ArrayBatches
+from research.core.errors import InputError
+from research.core.train_state import TrainState
+from research.tabular import (baselines as tabular_baselines, interpret as tabular_interpret, table as tabular, task as tabular_task)
+from research.tabular.model import TabularModel
 
 TXHOUSING = tabular.Columns(target="sales", cat=["city"], cont=[], date=["date"])
 # Monthly rows: the day, week and weekday of the 1st of a month carry no signal (chosen on validation).

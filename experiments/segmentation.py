@@ -35,14 +35,13 @@ import ml_collections
 import numpy as np
 import PIL.Image
 
-from research import (augment_joint, configs, evaluation, experiment, finetune, plots_segmentation, pretrained,
-                      sharding, vision)
-from research.data import canvases, masks
-from research.data.arrays import ArrayBatches, image_prepare
-from research.errors import InputError
-from research.models import resnet, unet
-from research.tasks import segmentation
-from research.train_state import TrainState
+from research.core import configs, evaluation, experiment, finetune, sharding
+from research.vision import augment_joint, pipeline, pretrained, segmentation_plots as plots_segmentation
+from research.core.arrays import ArrayBatches
+from research.core.errors import InputError
+from research.core.train_state import TrainState
+from research.vision import canvases, masks, resnet, segmentation, unet
+from research.vision.image_arrays import image_prepare
 
 LOSSES = {"cross_entropy": segmentation.pixel_cross_entropy, "dice": segmentation.soft_dice_loss,
           "cross_entropy_and_dice": segmentation.cross_entropy_and_dice}
@@ -254,7 +253,7 @@ def write_examples(workdir: str, config, state, data: masks.MaskData, mesh) -> N
 
 def save_preprocessing(workdir: str, data: masks.MaskData) -> None:
     images = data.train.images
-    vision.save_preprocessing(workdir, images.shape[1], images.shape[-1], data.mean, data.std, data.class_names)
+    pipeline.save_preprocessing(workdir, images.shape[1], images.shape[-1], data.mean, data.std, data.class_names)
     if jax.process_index() == 0:
         with open(os.path.join(workdir, CODES_FILE), "w") as f:
             json.dump({"colours": data.colours}, f)
@@ -264,7 +263,7 @@ def predict(config, workdir: str, input_path: str, output_path: str) -> int:
     """A mask PNG per image under `input_path` (a folder), named by the image's stem, in the folder
     `output_path`, at the image's own size: class indices (grayscale), or codes.txt's colours when the training
     masks had them. Unreadable files are named in one InputError after the others are written."""
-    saved = vision.load_preprocessing(workdir)
+    saved = pipeline.load_preprocessing(workdir)
     with open(os.path.join(workdir, CODES_FILE)) as f:
         colours = json.load(f)["colours"]
     size, channels, num_classes = saved["image_size"], saved["channels"], len(saved["class_names"])
@@ -275,7 +274,7 @@ def predict(config, workdir: str, input_path: str, output_path: str) -> int:
     subdir = os.path.join(workdir, "finetune") if config.weights else workdir
     state = experiment.restore_trained(subdir, state, config.checkpoint.best_metric if not config.weights else "",
                                        config.checkpoint.best_mode)
-    paths = vision.list_image_files(input_path)
+    paths = pipeline.list_image_files(input_path)
     arrays, sizes, good, bad = [], [], [], []
     for path in paths:
         try:

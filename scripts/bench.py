@@ -47,8 +47,8 @@ def _jax_resnet(name: str, batch: int):
     import jax
     import optax
     from experiments import fashion_mnist
-    from research.models.resnet import BasicBlock, ResNet
-    from research.tasks import classification
+    from research.vision.resnet import BasicBlock, ResNet
+    from research.core import classification
     if name == "lesson1":
         config = fashion_mnist.get_config()
         model, shape = fashion_mnist.RECIPE.make_model(config, 10), (batch, 28, 28, 1)
@@ -66,16 +66,16 @@ def jax_step(name: str, batch: int):
     import jax
     import jax.numpy as jnp
     import optax
-    from research import sharding, trainer
-    from research.tasks import steps
-    from research.train_state import TrainState, create_train_state
+    from research.core import sharding, trainer
+    from research.core import steps
+    from research.core.train_state import TrainState, create_train_state
     if name == "lesson1" or name.startswith("resnet"):
         model, shape, batch_data, train_step, tx = _jax_resnet(name, batch)
         state = create_train_state(model, tx, jax.random.key(0), (1, *shape[1:]))
     elif name == "unet":
         from experiments import segmentation as segmentation_experiment
-        from research.models import unet
-        from research.tasks import segmentation
+        from research.vision import unet
+        from research.vision import segmentation
         model = segmentation_experiment.make_model(segmentation_experiment.get_config(), 11)
         variables = unet.init_variables(model, jax.random.key(0), (1, 64, 64, 1))
         state = TrainState.create(apply_fn=model.apply, params=variables["params"],
@@ -84,8 +84,8 @@ def jax_step(name: str, batch: int):
                       "pixel_labels": jax.random.randint(jax.random.key(2), (batch, 64, 64), 0, 11)}
         train_step = segmentation.make_train_step()
     elif name == "tabular":
-        from research.models.tabular import TabularModel
-        from research.tasks import tabular as tabular_task
+        from research.tabular.model import TabularModel
+        from research.tabular import task as tabular_task
         cardinalities = (47, 13, 3, 3)
         cat = jnp.stack([jax.random.randint(jax.random.key(k), (batch,), 0, n)
                          for k, n in enumerate(cardinalities)], 1)
@@ -97,8 +97,8 @@ def jax_step(name: str, batch: int):
                                   batch_stats=variables["batch_stats"], tx=optax.adamw(1e-3))
         train_step = steps.make_train_step(tabular_task.task("regression", True))
     elif name == "collab":
-        from research.models.collab import DotProductBias
-        from research.tasks import regression
+        from research.collab.model import DotProductBias
+        from research.core import regression
         model = DotProductBias(944, 1683, 50)
         batch_data = {"user": jax.random.randint(jax.random.key(1), (batch,), 0, 944),
                       "item": jax.random.randint(jax.random.key(2), (batch,), 0, 1683),
@@ -182,7 +182,7 @@ def torch_imagenet_resnet(stage_sizes):
 def TorchTabular(cardinalities, num_cont, hidden, y_range):
     import torch
     import torch.nn as tnn
-    from research.models.tabular import embedding_size
+    from research.core.embeddings import embedding_size
 
     class Tabular(tnn.Module):
         def __init__(self):

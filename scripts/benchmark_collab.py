@@ -36,7 +36,7 @@ def _report(what: str, started: float) -> float:
 def time_jax(config, data) -> dict[str, float]:
     import jax
     from experiments import movielens
-    from research import sharding, trainer
+    from research.core import sharding, trainer
     mesh = sharding.make_mesh(1)
     run = movielens.setup(config, mesh, data)
     epochs = movielens.epoch_setup(config, run)
@@ -126,7 +126,7 @@ def time_fastai(batch_size: int, learning_rate: float, threads: int) -> float | 
         print(f"fastai not timed: {e} (pip install fastai beside the CPU torch)")
         return None
     import torch
-    from research.data import ratings as ratings_data
+    from research.collab import ratings as ratings_data
     torch.set_num_threads(threads)
 
     class TrainTime(Callback):

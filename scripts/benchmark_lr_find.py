@@ -111,8 +111,8 @@ def main(argv):
 
     import torch
 
-    from research import experiment as recipes, sharding
-    from research.data import image_sources
+    from research.core import experiment as recipes, sharding
+    from research.vision import image_sources
     from scripts.experiment_file import load_experiment
 
     torch.set_num_threads(_THREADS.value)

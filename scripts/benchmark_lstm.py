@@ -35,9 +35,10 @@ def jax_step(B, T, H, L, V, E):
     import jax
     import jax.numpy as jnp
     import optax
-    from research.models.char_rnn import CharRNN
-    from research.tasks import language_model, steps
-    from research.train_state import TrainState
+    from research.text.char_rnn import CharRNN
+    from research.text import language_model
+    from research.core import steps
+    from research.core.train_state import TrainState
     model = CharRNN(V, E, (H,) * L, "lstm")
     tokens = jax.random.randint(jax.random.key(0), (B, T), 0, V)
     batch = {"input": tokens, "target": jnp.roll(tokens, -1, 1), "token_mask": jnp.ones((B, T), bool),

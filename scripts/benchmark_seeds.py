@@ -31,7 +31,7 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     from scripts.experiment_file import load_experiment  # after sys.path holds the repository root
-    from research import seeds, sharding, trainer
+    from research.core import seeds, sharding, trainer
 
     config = _CONFIG.value
     experiment = load_experiment(flags.FLAGS["config"].config_filename)

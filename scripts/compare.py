@@ -41,10 +41,10 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)
-    from research import compile_cache
+    from research.core import compile_cache
     compile_cache.enable()  # before anything compiles
-    from research.errors import InputError
-    from research.trainer import NonFiniteError, Preempted
+    from research.core.errors import InputError
+    from research.core.trainer import NonFiniteError, Preempted
     from scripts.experiment_file import load_experiment  # after sys.path holds the repository root
     try:
         per_side = {}
@@ -129,7 +129,7 @@ def compare(baseline: list[dict], variant: list[dict], workdir: str, labels=("ba
 def table_rows(baseline: list[dict], variant: list[dict]) -> list[dict]:
     """One row per final metric both sides report: each side's n, mean, std and 95% CI, the difference of the
     means (variant - baseline), Welch's t, degrees of freedom and two-sided p."""
-    from research import stats
+    from research.core import stats
     names = [name for name, value in baseline[0]["metrics"].items()
              if isinstance(value, (int, float)) and all(name in run["metrics"] for run in baseline + variant)]
     rows = []

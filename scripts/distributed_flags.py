@@ -16,6 +16,6 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's id, 0..nu
 def start() -> bool:
     """Starts the runtime when the flags, the environment, SLURM or a TPU VM ask for it; returns whether it did.
     Incomplete settings raise `research.errors.InputError`."""
-    from research import distributed
+    from research.core import distributed
     return distributed.maybe_initialize(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
                                         _PROCESS_ID.value)

@@ -25,11 +25,11 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)
-    from research import compile_cache
+    from research.core import compile_cache
     compile_cache.enable()  # before anything compiles
     import ml_collections
-    from research import experiment as recipes
-    from research.errors import InputError
+    from research.core import experiment as recipes
+    from research.core.errors import InputError
     from scripts.experiment_file import load_experiment  # after sys.path holds the repository root
     try:
         if _TEMPERATURE.value <= 0 or _LENGTH.value < 1:

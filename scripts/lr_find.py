@@ -28,11 +28,11 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)
-    from research import compile_cache
+    from research.core import compile_cache
     compile_cache.enable()  # before anything compiles
     from scripts.experiment_file import load_experiment  # after sys.path holds the repository root
-    from research import experiment as recipes, sharding
-    from research.errors import InputError
+    from research.core import experiment as recipes, sharding
+    from research.core.errors import InputError
     experiment = load_experiment(flags.FLAGS["config"].config_filename)
     config = _CONFIG.value
     try:

@@ -30,10 +30,10 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)
-    from research import compile_cache
+    from research.core import compile_cache
     compile_cache.enable()  # before anything compiles
-    from research.errors import InputError
-    from research.trainer import NonFiniteError, Preempted
+    from research.core.errors import InputError
+    from research.core.trainer import NonFiniteError, Preempted
     try:
         distributed_flags.start()
         run_grid()
@@ -45,7 +45,7 @@ def main(argv):
 
 def run_grid():
     import jax
-    from research import experiment as recipes, sharding
+    from research.core import experiment as recipes, sharding
     from scripts.experiment_file import load_experiment  # after sys.path holds the repository root
     experiment = load_experiment(flags.FLAGS["config"].config_filename)
     config = _CONFIG.value

@@ -28,12 +28,12 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)  # keep library INFO chatter (orbax, tfds) out of the progress bar
-    from research import compile_cache
+    from research.core import compile_cache
     compile_cache.enable()  # before anything compiles
     from scripts.experiment_file import experiment_path, load_experiment  # after sys.path holds the repo root
-    from research import experiment as recipes
-    from research.errors import InputError
-    from research.trainer import NonFiniteError, Preempted
+    from research.core import experiment as recipes
+    from research.core.errors import InputError
+    from research.core.trainer import NonFiniteError, Preempted
     experiment = load_experiment(flags.FLAGS["config"].config_filename)
     # Recorded once the checkpoints are this config's (finished or preempted), never by a run that failed.
     record = lambda: recipes.write_run_info(_WORKDIR.value, experiment_path(flags.FLAGS["config"].config_filename),

@@ -16,8 +16,8 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import pytest  # noqa: E402
 
-from research import trainer  # noqa: E402
-from research.data import fashion_mnist  # noqa: E402
+from research.core import trainer  # noqa: E402
+from research.vision import fashion_mnist  # noqa: E402
 
 
 def pytest_unconfigure(config):

@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from research import augment, sharding
-from research.data.arrays import image_batches
-from research.errors import InputError
+from research.core import sharding
+from research.core.errors import InputError
+from research.vision import augment
+from research.vision.image_arrays import image_batches
 
 RANDOM_AUGMENTATIONS = {
     "flip": augment.random_flip_left_right,

@@ -9,8 +9,8 @@ import subprocess
 import pytest
 
 from conftest import REPO_ROOT
-from research.data.text import load_text
-from research.errors import InputError
+from research.core.errors import InputError
+from research.text.documents import load_text
 from test_faults import TIMEOUT, cli_env, file_hashes, shared_run, train_command
 
 

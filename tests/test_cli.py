@@ -10,7 +10,7 @@ import numpy as np
 
 from conftest import REPO_ROOT
 from experiments import fashion_mnist as experiment
-from research.checkpoint import Checkpointer
+from research.core.checkpoint import Checkpointer
 
 SMALL = ["--config.data.train_examples=1024", "--config.data.test_examples=500", "--config.batch_size=128",
          "--config.eval_batch_size=250", "--config.num_epochs=2", "--config.lr_find.num_steps=12"]

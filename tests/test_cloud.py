@@ -8,7 +8,6 @@ import sys
 
 import nbclient
 import nbformat
-import pytest
 
 from conftest import REPO_ROOT
 

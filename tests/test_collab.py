@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from experiments import movielens
-from research import bias_baseline, bpmf, sharding, trainer
-from research.data import ratings as ratings_data
-from research.errors import InputError
-from research.models.collab import DotProductBias, EmbeddingNet, lookup, scaled_sigmoid
+from research.collab import bias_baseline, bpmf, ratings as ratings_data
+from research.collab.model import DotProductBias, EmbeddingNet, lookup, scaled_sigmoid
+from research.core import sharding, trainer
+from research.core.errors import InputError
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT
-from research import stats
+from research.core import stats
 
 
 def test_summary_mean_std_and_t_confidence_interval_by_hand():

@@ -7,11 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from research import sharding, trainer
-from research.data.arrays import ArrayBatches
-from research.models.resnet import small_resnet
-from research.tasks import classification
-from research.train_state import create_train_state
+from research.core import classification, sharding, trainer
+from research.core.arrays import ArrayBatches
+from research.core.train_state import create_train_state
+from research.vision.resnet import small_resnet
 
 
 def _run(tmp_path, images, num_steps):

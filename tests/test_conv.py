@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from research import conv
+from research.vision import conv
 
 
 def _lax_conv(x, w, strides, padding):
@@ -81,7 +81,7 @@ def test_small_outputs_run_as_one_patch_matmul_equal_to_lax(size, in_channels, s
 
 
 def test_max_pool_by_slices_equals_flax_and_its_gradient_without_ties():
-    from research import pooling
+    from research.vision import pooling
     x = jax.random.normal(jax.random.key(4), (2, 9, 8, 3))  # no ties: continuous values
     pads = [(1, 1), (1, 1)]
     np.testing.assert_array_equal(pooling.max_pool(x, (3, 3), (2, 2), pads),

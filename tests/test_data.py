@@ -9,9 +9,10 @@ import jax
 import numpy as np
 import pytest
 
-from research import augment, sharding
-from research.data import fashion_mnist
-from research.data.arrays import image_batches, padded_batches
+from research.core import sharding
+from research.core.arrays import padded_batches
+from research.vision import augment, fashion_mnist
+from research.vision.image_arrays import image_batches
 
 
 def test_real_test_split_through_tfds_data_source(fashion_test_split):

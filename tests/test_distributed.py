@@ -57,8 +57,8 @@ def _worker(tfds_dir: str) -> dict:
 
     import jax
     from experiments import fashion_mnist as experiment
-    from research import sharding, trainer
-    from research.data import image_sources
+    from research.core import sharding, trainer
+    from research.vision import image_sources
 
     config = _config(tfds_dir)
     data = image_sources.load_image_data(config.data, config.data_dir)
@@ -91,7 +91,7 @@ def _seeds_worker(config, data) -> dict:
 
     import jax
     from experiments import fashion_mnist as experiment
-    from research import seeds, sharding
+    from research.core import seeds, sharding
 
     members = seeds.seed_range(0, 4)
     found = {}
@@ -214,12 +214,12 @@ def test_two_processes_train_like_one_device(tmp_path, tfds_dir, mesh_runs):
     # evaluates to the test loss they measured.
     import jax
     from experiments import fashion_mnist as experiment
-    from research import sharding
-    from research.checkpoint import Checkpointer
-    from research.data import image_sources
-    from research.data.arrays import image_prepare
-    from research.evaluation import make_evaluator
-    from research.tasks import classification
+    from research.core import sharding
+    from research.core.checkpoint import Checkpointer
+    from research.vision import image_sources
+    from research.vision.image_arrays import image_prepare
+    from research.core.evaluation import make_evaluator
+    from research.core import classification
 
     config = _config(tfds_dir)
     data = image_sources.load_image_data(config.data, config.data_dir)

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from research.data import fashion_mnist, image_sources
+from research.vision import fashion_mnist, image_sources
 
 from conftest import REPO_ROOT
 

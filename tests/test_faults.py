@@ -28,9 +28,8 @@ import pytest
 
 from conftest import REPO_ROOT
 from experiments import fashion_mnist as experiment
-from research import sharding, trainer
-from research.checkpoint import Checkpointer
-from research.data import fashion_mnist
+from research.core import sharding, trainer
+from research.core.checkpoint import Checkpointer
 
 # 569 images, 57 held out for validation: 512 / batch 64 = 8 steps per epoch, 3 epochs; checkpoints at 8, 16,
 # 24; a log line every step.

@@ -15,8 +15,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from conftest import REPO_ROOT
-from research.data import fashion_mnist, images
-from research.errors import InputError
+from research.core.errors import InputError
+from research.vision import fashion_mnist, images
 
 TRAIN_PER_CLASS, VALID_PER_CLASS = 100, 30
 FOLDER_NAMES = [name.replace("/", "_") for name in fashion_mnist.CLASS_NAMES]  # "T-shirt/top" is no folder name

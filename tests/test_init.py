@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from research.init import he_normal_fan_in, he_normal_fan_out
-from research.models import resnet
+from research.core.init import he_normal_fan_in, he_normal_fan_out
+from research.vision import resnet
 
 
 def test_he_fan_out_variance():

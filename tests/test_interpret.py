@@ -7,11 +7,11 @@ import numpy as np
 import optax
 import pytest
 
-from research import interpret, plots
-from research.tasks import classification
-from research.data.arrays import normalise
-from research.models.resnet import small_resnet
-from research.train_state import create_train_state
+from research.core import classification
+from research.core.train_state import create_train_state
+from research.vision import interpret, plots
+from research.vision.image_arrays import normalise
+from research.vision.resnet import small_resnet
 
 MEAN, STD = 0.286, 0.353
 

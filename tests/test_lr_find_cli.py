@@ -39,7 +39,7 @@ def test_compiled_and_stepwise_sweeps_agree_on_the_real_model(tmp_path, tfds_dir
     Below divergence, and to 1%: the two XLA programs fuse (and so round) differently, and training
     accumulates those last-bit differences (0.3% after 12 steps here); past divergence they explode."""
     from experiments import fashion_mnist as experiment
-    from research import experiment as recipes, sharding
+    from research.core import experiment as recipes, sharding
 
     config = experiment.get_config()
     config.update_from_flattened_dict({"data_dir": tfds_dir, "data.train_examples": 1024, "batch_size": 64,

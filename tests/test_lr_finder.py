@@ -3,15 +3,13 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from flax import linen as nn
 from flax.training import train_state
 
-from research import lr_finder
-from research.optimizers import make_optimizer
-from research.tasks import classification
-from research.train_state import create_train_state
+from research.core import classification, lr_finder
+from research.core.optimizers import make_optimizer
+from research.core.train_state import create_train_state
 
 # Least squares 0.5 * mean((X w - y)^2): plain gradient descent diverges above lr = 2 / L, L = the largest
 # eigenvalue of X^T X / n.

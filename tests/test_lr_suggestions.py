@@ -9,7 +9,7 @@ of 5 leaves unchanged; so every rule can be followed by hand on the listed numbe
 import numpy as np
 import pytest
 
-from research import lr_finder
+from research.core import lr_finder
 
 # 25 rates, 1e-6 to 1, 4 per decade: rate i = 10 ** (-6 + i / 4).
 RATES = lr_finder.sweep_values(1e-6, 1.0, 25)

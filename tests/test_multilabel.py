@@ -12,9 +12,8 @@ import pytest
 
 from conftest import REPO_ROOT
 from experiments import fashion_mosaics_multilabel as experiment
-from research.tasks import multilabel
-from research.data import fashion_mnist, fashion_mosaics
-from research.errors import InputError
+from research.core.errors import InputError
+from research.vision import fashion_mnist, fashion_mosaics, multilabel
 
 
 def test_fbeta_per_example_hand_computed():

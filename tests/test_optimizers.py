@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from research.optimizers import make_optimizer
+from research.core.optimizers import make_optimizer
 
 PARAMS = {"dense": {"kernel": jnp.ones((3, 4)), "bias": jnp.ones((4,))}}
 
@@ -115,7 +115,7 @@ def test_decoupled_weight_decay_with_nonzero_gradients_matches_the_definition(na
 def test_one_cycle_momentum_is_adams_beta1_at_every_step():
     """experiment.one_cycle_optimizer drives Adam's beta1 with 1cycle's momentum schedule: Adam's first moment
     after each step is the EMA of the gradients with that step's scheduled beta1."""
-    from research import configs, experiment, schedules
+    from research.core import configs, experiment, schedules
     config = configs.base()
     total = 8
     tx = experiment.one_cycle_optimizer(config, 1e-2, total)

@@ -23,10 +23,9 @@ import safetensors.numpy
 import torch
 from torch import nn
 
-from research import pretrained
-from research.errors import InputError
-from research.models import resnet
-from research.models.head import FastaiHead
+from research.core.errors import InputError
+from research.vision import pretrained, resnet
+from research.vision.head import FastaiHead
 
 from conftest import REPO_ROOT
 

@@ -14,12 +14,11 @@ import numpy as np
 import pytest
 
 from experiments import fashion_mosaics_multilabel as mosaics
-from research import augment, configs, experiment, finetune, sharding, trainer
-from research.checkpoint import Checkpointer
-from research.data.arrays import image_batches
-from research.models import resnet
-from research.models.head import FastaiHead
-from research.tasks import classification
+from research.core import classification, configs, experiment, finetune, sharding, trainer
+from research.core.checkpoint import Checkpointer
+from research.vision import augment, resnet
+from research.vision.head import FastaiHead
+from research.vision.image_arrays import image_batches
 
 
 class Interrupted(Exception):

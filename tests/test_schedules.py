@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from research import schedules
+from research.core import schedules
 
 
 def test_one_cycle_key_points():

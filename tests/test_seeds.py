@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from research import experiment, image_classifier, seeds, sharding
+from research.core import experiment, seeds, sharding
+from research.vision import classifier as image_classifier
 
 NUM_STEPS = 6
 PEAK_LR = 3e-3

@@ -19,12 +19,10 @@ import tensorflow_datasets as tfds
 import torch
 
 from experiments import segmentation as experiment
-from research import augment_joint, optimizers, pretrained
-from research.data import canvases, masks
-from research.errors import InputError
-from research.models import resnet, unet
-from research.tasks import segmentation
-from research.train_state import TrainState
+from research.core import optimizers
+from research.core.errors import InputError
+from research.core.train_state import TrainState
+from research.vision import augment_joint, canvases, masks, pretrained, resnet, segmentation, unet
 
 from test_pretrained import _torch_model  # a torchvision-layout ResNet with random weights and BN statistics
 
@@ -373,7 +371,7 @@ def test_canvases_leave_every_item_mostly_visible():
 
 
 def _fashion_validation():
-    from research.data import fashion_mnist
+    from research.vision import fashion_mnist
     train_images, train_labels = fashion_mnist.raw_arrays("/nonexistent")["train"]
     start = fashion_mnist.DERIVED_VALIDATION_START
     return train_images[start:], train_labels[start:]

@@ -7,11 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from research import optimizers, sharding
-from research.data.arrays import ArrayBatches, padded_batches
-from research.evaluation import make_evaluator
-from research.tasks import regression, steps
-from research.train_state import TrainState
+from research.core import optimizers, regression, sharding, steps
+from research.core.arrays import ArrayBatches, padded_batches
+from research.core.evaluation import make_evaluator
+from research.core.train_state import TrainState
 
 
 class Accumulator(nn.Module):

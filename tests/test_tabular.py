@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from research import sharding
-from research.data import tabular
-from research.errors import InputError
-from research.models.tabular import TabularModel, embedding_size
-from research.tasks import tabular as tabular_task
+from research.core import sharding
+from research.core.embeddings import embedding_size
+from research.core.errors import InputError
+from research.tabular import table as tabular, task as tabular_task
+from research.tabular.model import TabularModel
 from experiments import sales_tabular
 
 HAS_WHEEL = os.path.exists(os.path.join(tabular.wheel_dir(), tabular.PLOTNINE_WHEEL))

@@ -12,15 +12,13 @@ import numpy as np
 import optax
 import pytest
 
-from research import ngram, sharding
-from research.data import fortunes, padded_text, text, tokens
-from research.data.lm_stream import LMStream, eval_windows
-from research.data.padded_text import BucketedBatches
-from research.models import rnn
-from research.models.awd_lstm import AWDLSTM, TextClassifier
-from research.models.char_rnn import CharRNN
-from research.tasks import language_model, steps, text_classifier
-from research.train_state import TrainState
+from research.core import sharding, steps
+from research.core.train_state import TrainState
+from research.text import (classifier as text_classifier, documents as text, fortunes, language_model, ngram, padded_text, rnn, tokens)
+from research.text.awd_lstm import AWDLSTM, TextClassifier
+from research.text.char_rnn import CharRNN
+from research.text.lm_stream import eval_windows, LMStream
+from research.text.padded_text import BucketedBatches
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

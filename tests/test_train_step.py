@@ -6,12 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from research import sharding, trainer
-from research.tasks import classification
-from research.data.arrays import image_batches
-from research.models.resnet import small_resnet
-from research.optimizers import make_optimizer
-from research.train_state import create_train_state
+from research.core import classification, sharding, trainer
+from research.core.optimizers import make_optimizer
+from research.core.train_state import create_train_state
+from research.vision.image_arrays import image_batches
+from research.vision.resnet import small_resnet
 
 
 def test_train_step_lowers_the_loss_on_real_data(fashion_test_split):
@@ -86,7 +85,7 @@ def test_a_skipped_nonfinite_step_leaves_params_batch_stats_and_optimizer_state_
 
 def test_mixed_precision_computes_in_bfloat16_and_keeps_float32_weights_and_statistics(fashion_test_split):
     from experiments import fashion_mnist
-    from research import image_classifier
+    from research.vision import classifier as image_classifier
     images, labels = fashion_test_split
     losses = {}
     for mixed in (False, True):

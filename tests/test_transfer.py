@@ -9,19 +9,17 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import PIL.Image
 import pytest
 import tensorflow_datasets as tfds
 
 from experiments import fashion_transfer, pets
-from research import optimizers
-from research.tasks import classification
-from research.data.arrays import normalise
-from research.errors import InputError
-from research.models import resnet
-from research.models.head import FastaiHead, concat_pool
-from research.train_state import TrainState
+from research.core import classification, optimizers
+from research.core.errors import InputError
+from research.core.train_state import TrainState
+from research.vision import resnet
+from research.vision.head import concat_pool, FastaiHead
+from research.vision.image_arrays import normalise
 
 TINY = dict(num_classes=5, stage_sizes=(1, 1, 1), stage_widths=(8, 16, 32), stem_width=8, stem_stride=2)
 

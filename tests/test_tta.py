@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 
 from experiments import fashion_mnist as lesson1
-from research import augment, evaluation, sharding
-from research.data import image_sources
-from research.tasks import classification
+from research.core import classification, sharding
+from research.vision import augment, image_sources, pipeline
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +55,7 @@ def test_test_accuracy_tta_equals_predictions_mixed_by_hand(trained, beta):
     scores = lesson1.score_test(config, state, data, mesh)
 
     images, labels = data.test.images, data.test.labels
-    plain = functools.partial(evaluation.predict_probabilities, classification.predict, state,
+    plain = functools.partial(pipeline.predict_probabilities, classification.predict, state,
                               batch_size=500, mesh=mesh, mean=data.mean, std=data.std)
     plain_NxK = plain(images)
     views_NxK = [plain(shifted(images, dy, dx)) for dy, dx in [(1, 0), (-1, 0), (0, 1), (0, -1)]]

@@ -13,7 +13,6 @@ every worker reads and writes (orbax writes each worker's shards; a gs:// bucket
 
 import argparse
 import os
-import shlex
 
 from scripts.cloud import commands
 

@@ -1,0 +1,57 @@
+"""Evaluation over a whole in-memory dataset (a dict of named arrays): padded batches with a mask, so every
+example counts once, compiled once over the mesh."""
+
+from typing import Callable
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from research.core import sharding
+from research.core.arrays import padded_batches
+from research.core.steps import means
+
+Prepare = Callable[[dict], dict]  # a batch -> the model's batch (e.g. normalised images), inside jit
+
+
+def make_evaluator(eval_step: Callable, arrays: dict[str, np.ndarray], batch_size: int, mesh: Mesh,
+                   prepare: Prepare | None = None, prefix: str = "valid_",
+                   finish: Callable[[dict], dict] = means) -> Callable[[object], dict[str, float]]:
+    """Returns `evaluate(state) -> {prefix + name: value}`: the task's summed metrics over every row of
+    `arrays`, then `finish` (the task's: means, or RMSE, IoU, ... from the sums)."""
+    sharding.check_batch_divides(batch_size, mesh, "eval_batch_size")
+    prepare = prepare or (lambda batch: batch)
+    step = _jit_on_mesh(lambda state, batch: eval_step(state, prepare(batch)), mesh)
+
+    def evaluate(state) -> dict[str, float]:
+        total = None
+        for batch in padded_batches(arrays, batch_size):
+            metrics = step(state, batch)
+            total = metrics if total is None else jax.tree.map(lambda a, b: a + b, total, metrics)
+        return {prefix + k: v for k, v in finish(jax.device_get(total)).items()}
+
+    return evaluate
+
+
+def predict_outputs(predict: Callable, state, arrays: dict[str, np.ndarray], batch_size: int, mesh: Mesh,
+                    prepare: Prepare | None = None) -> np.ndarray:
+    """`predict(state, batch)` over every row of `arrays` (N x ...), the padding dropped."""
+    prepare = prepare or (lambda batch: batch)
+    step = _jit_on_mesh(lambda state, batch: predict(state, prepare(batch)), mesh)
+    return np.concatenate([np.asarray(step(state, batch))[batch["mask"]]
+                           for batch in padded_batches(arrays, batch_size)])
+
+
+def _jit_on_mesh(fn: Callable, mesh: Mesh) -> Callable:
+    """`fn(state, batch)` jitted for `mesh`, called with a host (numpy) batch that every process holds.
+
+    The batch becomes a global array split over all devices (each process copies only its own devices' rows),
+    the state keeps its shardings (replicated or split over fsdp), and the outputs are replicated, so every
+    process can read them, with one or several processes."""
+    jitted = jax.jit(fn, out_shardings=sharding.replicated(mesh))
+    batch_sharding = sharding.batch_sharded(mesh)
+
+    def step(state, batch):
+        return jitted(state, jax.tree.map(lambda x: sharding.host_to_global(x, batch_sharding), batch))
+
+    return step

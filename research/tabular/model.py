@@ -1,0 +1,46 @@
+"""Entity embeddings for tables (Guo & Berkhahn 2016; fastai's tabular model, the 2018 course's Rossmann net):
+one embedding per categorical column, embedding dropout, continuous columns through BatchNorm, then an MLP of
+Dense -> ReLU -> BatchNorm -> Dropout blocks and an output layer, squashed into `y_range` for regression."""
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from research.core.embeddings import embedding_size
+
+
+class TabularModel(nn.Module):
+    """`(cat_BxC int, cont_BxF float) -> B x num_outputs`.
+
+    cardinalities: rows of each categorical column's embedding (its categories plus the unknown index 0).
+    y_range: (low, high) squashes a single output into that range with a scaled sigmoid (regression); None
+      leaves the outputs as they are (logits for classification).
+    """
+    cardinalities: Sequence[int]
+    num_outputs: int = 1
+    hidden: Sequence[int] = (1000, 500)
+    dropouts: Sequence[float] = (0.001, 0.01)
+    embedding_dropout: float = 0.04
+    y_range: tuple[float, float] | None = None
+
+    @nn.compact
+    def __call__(self, cat_BxC: jax.Array, cont_BxF: jax.Array, train: bool) -> jax.Array:
+        features = [nn.Embed(n, embedding_size(n), embedding_init=nn.initializers.normal(0.01),
+                             name=f"embedding_{i}")(cat_BxC[:, i]) for i, n in enumerate(self.cardinalities)]
+        if features:
+            embedded = nn.Dropout(self.embedding_dropout, deterministic=not train)(jnp.concatenate(features, -1))
+            features = [embedded]
+        if cont_BxF.shape[-1]:
+            features.append(nn.BatchNorm(use_running_average=not train, momentum=0.9, name="cont_norm")(cont_BxF))
+        x = jnp.concatenate(features, -1)
+        for width, rate in zip(self.hidden, self.dropouts):
+            x = nn.relu(nn.Dense(width)(x))
+            x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+            x = nn.Dropout(rate, deterministic=not train)(x)
+        outputs = nn.Dense(self.num_outputs, name="output")(x)
+        if self.y_range is None:
+            return outputs
+        low, high = self.y_range
+        return low + (high - low) * nn.sigmoid(outputs)

@@ -1,0 +1,158 @@
+"""AWD-LSTM (Merity et al. 2017), the language model behind ULMFiT, and the ULMFiT text classifier on its
+encoder.
+
+Regularisation, all active in training only:
+- embedding dropout: whole words (rows of the embedding matrix) dropped, the rest rescaled;
+- variational dropout (one mask per sequence, shared by all time steps) on the embeddings (`input_drop`),
+  between LSTM layers (`hidden_drop`) and on the encoder's output (`output_drop`);
+- DropConnect on every LSTM's hidden-to-hidden kernel (`weight_drop`, see research/models/rnn.py);
+- AR/TAR on the last layer's outputs are in the loss (research/tasks/language_model.py).
+The decoder is tied to the embedding (its kernel is the embedding matrix transposed), so the last LSTM layer
+has `embed_dim` units.
+
+Parameter paths: encoder/embed/embedding, encoder/rnn_{i}/..., output_bias (language model) and head/...
+(classifier), so a classifier loads a language model's encoder by copying params["encoder"].
+"""
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from research.text import rnn
+
+
+def variational_dropout(module: nn.Module, x_BxTxD, rate: float, train: bool) -> jax.Array:
+    """Dropout with one mask per sequence (BxD), shared by all its time steps; identity outside training."""
+    if not train or rate == 0.0:
+        return x_BxTxD
+    B, _, D = x_BxTxD.shape
+    keep_Bx1xD = jax.random.bernoulli(module.make_rng("dropout"), 1.0 - rate, (B, 1, D))
+    return jnp.where(keep_Bx1xD, x_BxTxD / (1.0 - rate), 0.0)
+
+
+class AWDEncoder(nn.Module):
+    vocab_size: int
+    embed_dim: int = 400
+    hidden: int = 1150
+    num_layers: int = 3
+    embed_drop: float = 0.1
+    input_drop: float = 0.6
+    hidden_drop: float = 0.3
+    weight_drop: float = 0.5
+    output_drop: float = 0.4
+
+    def setup(self):
+        self.embed = nn.Embed(self.vocab_size, self.embed_dim,
+                              embedding_init=nn.initializers.uniform(0.2))  # U(0, 0.2), centred below
+        self.layers = [rnn.LSTM(size, self.weight_drop, name=f"rnn_{i}") for i, size in enumerate(self.sizes)]
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return tuple(self.hidden if i < self.num_layers - 1 else self.embed_dim for i in range(self.num_layers))
+
+    def initial_carry(self, batch_size: int):
+        return rnn.zero_carry("lstm", batch_size, self.sizes)
+
+    def embedding_matrix(self, train: bool) -> jax.Array:
+        table_VxE = self.embed.embedding - 0.1
+        if train and self.embed_drop:
+            keep_Vx1 = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.embed_drop, (self.vocab_size, 1))
+            table_VxE = jnp.where(keep_Vx1, table_VxE / (1.0 - self.embed_drop), 0.0)
+        return table_VxE
+
+    def __call__(self, tokens_BxT, reset_B, mask_BxT, train: bool = False, carry=None):
+        """(last layer's outputs before and after output dropout, BxTxE, new carry)."""
+        if carry is None:
+            carry = self.initial_carry(tokens_BxT.shape[0])
+        carry = rnn.reset_carry(carry, reset_B)
+        x = jnp.take(self.embedding_matrix(train), tokens_BxT, axis=0)
+        x = variational_dropout(self, x, self.input_drop, train)
+        new_carry = []
+        for i, layer in enumerate(self.layers):
+            x, layer_carry = layer(x, carry[i], mask_BxT, train)
+            new_carry.append(layer_carry)
+            if i < self.num_layers - 1:
+                x = variational_dropout(self, x, self.hidden_drop, train)
+        dropped = variational_dropout(self, x, self.output_drop, train)
+        return x, dropped, tuple(new_carry)
+
+
+def encoder_groups(num_layers: int) -> list[str]:
+    """Parameter-path regexes of the encoder's layer groups, input side first (ULMFiT's unfreezing order is
+    the reverse)."""
+    return ["^encoder/embed/", *[f"^encoder/rnn_{i}/" for i in range(num_layers)]]
+
+
+class AWDLSTM(nn.Module):
+    """The language model: encoder -> tied decoder. Returns ({"logits", "hidden", "hidden_dropped"}, carry)."""
+    vocab_size: int
+    embed_dim: int = 400
+    hidden: int = 1150
+    num_layers: int = 3
+    embed_drop: float = 0.1
+    input_drop: float = 0.6
+    hidden_drop: float = 0.3
+    weight_drop: float = 0.5
+    output_drop: float = 0.4
+
+    def setup(self):
+        self.encoder = AWDEncoder(self.vocab_size, self.embed_dim, self.hidden, self.num_layers, self.embed_drop,
+                                  self.input_drop, self.hidden_drop, self.weight_drop, self.output_drop)
+        self.output_bias = self.param("output_bias", nn.initializers.zeros, (self.vocab_size,))
+
+    def __call__(self, tokens_BxT, reset_B, mask_BxT, train: bool = False, carry=None):
+        hidden, dropped, carry = self.encoder(tokens_BxT, reset_B, mask_BxT, train, carry)
+        logits_BxTxV = dropped @ self.encoder.embedding_matrix(False).T + self.output_bias
+        return {"logits": logits_BxTxV, "hidden": hidden, "hidden_dropped": dropped}, carry
+
+    def initial_carry(self, batch_size: int):
+        sizes = tuple(self.hidden if i < self.num_layers - 1 else self.embed_dim for i in range(self.num_layers))
+        return rnn.zero_carry("lstm", batch_size, sizes)
+
+
+def concat_pool(hidden_BxTxE, last_BxE, mask_BxT) -> jax.Array:
+    """fastai's concat pooling over the real positions: [last, max, mean] -> Bx3E. Padding changes none of them."""
+    mask_BxTx1 = mask_BxT[..., None]
+    max_BxE = jnp.max(jnp.where(mask_BxTx1, hidden_BxTxE, -jnp.inf), axis=1)
+    mean_BxE = jnp.sum(hidden_BxTxE * mask_BxTx1, axis=1) / jnp.maximum(jnp.sum(mask_BxTx1, axis=1), 1.0)
+    return jnp.concatenate([last_BxE, max_BxE, mean_BxE], axis=-1)
+
+
+class TextClassifier(nn.Module):
+    """ULMFiT's classifier: the AWD-LSTM encoder read over each document, concat pooling, and fastai's head
+    (BatchNorm, dropout, Linear, ReLU; BatchNorm, dropout, Linear). Called as
+    `apply(variables, tokens_BxT, mask_BxT, train=...)` -> logits BxC."""
+    vocab_size: int
+    num_classes: int
+    embed_dim: int = 400
+    hidden: int = 1150
+    num_layers: int = 3
+    embed_drop: float = 0.05
+    input_drop: float = 0.25
+    hidden_drop: float = 0.15
+    weight_drop: float = 0.2
+    output_drop: float = 0.1
+    head_hidden: int = 50
+    head_drops: Sequence[float] = (0.2, 0.1)
+
+    @nn.compact
+    def __call__(self, tokens_BxT, mask_BxT, train: bool = False):
+        encoder = AWDEncoder(self.vocab_size, self.embed_dim, self.hidden, self.num_layers, self.embed_drop,
+                             self.input_drop, self.hidden_drop, self.weight_drop, self.output_drop, name="encoder")
+        reset_B = jnp.ones(tokens_BxT.shape[0], bool)
+        hidden, dropped, carry = encoder(tokens_BxT, reset_B, mask_BxT, train)
+        del hidden
+        last_BxE = carry[-1][0]  # the state after each document's last real token (padding leaves it)
+        x = concat_pool(dropped, last_BxE, mask_BxT)
+        for i, (width, drop) in enumerate(zip((self.head_hidden, self.num_classes), self.head_drops)):
+            x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f"head_bn_{i}")(x)
+            x = nn.Dropout(drop)(x, deterministic=not train)
+            x = nn.Dense(width, name=f"head_dense_{i}")(x)
+            if i == 0:
+                x = nn.relu(x)
+        return x
+
+    def layer_groups(self) -> list[str]:
+        return [*encoder_groups(self.num_layers), "^head_"]
