@@ -23,7 +23,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from research.core import configs, experiment, sharding, trainer
+from research.core import configs, experiment, inference, sharding, trainer
 from research.core.train_state import create_train_state
 from research.vision import augment, fashion_mnist, fashion_mosaics, multilabel, pipeline
 from research.vision.head import FastaiHead
@@ -209,7 +209,7 @@ def predict(config, workdir: str, input_path: str, output_path: str) -> int:
     def state_for(saved):
         state = create_train_state(make_model(config), experiment.one_cycle_optimizer(config, 1e-3, 0),
                                    jax.random.key(config.seed), (1, size, size, 1))
-        return experiment.restore_trained(os.path.join(workdir, f"stage{len(config.sizes) - 1}_{size}px"), state)
+        return inference.restore_trained(os.path.join(workdir, f"stage{len(config.sizes) - 1}_{size}px"), state)
 
     views = tta_views(config) if chosen["tta"] else None
     return pipeline.predict_image_files(workdir, input_path, output_path, state_for,

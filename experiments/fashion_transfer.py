@@ -45,7 +45,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from research.core import classification, configs, evaluation, experiment, finetune, sharding
+from research.core import classification, configs, evaluation, experiment, finetune, inference, sharding
 from research.core.errors import InputError
 from research.core.train_state import create_train_state, TrainState
 from research.vision import augment, fashion_mnist, image_sources, pipeline, pretrained, resnet
@@ -259,7 +259,7 @@ def predict(config, workdir: str, input_path: str, output_path: str) -> int:
                                                                        np.zeros((1, 28, 28, 1), np.float32))
         state = TrainState.create(apply_fn=model.apply, params=variables["params"],
                                   batch_stats=variables["batch_stats"], tx=experiment.optimizer(config, 1e-3))
-        return experiment.restore_trained(os.path.join(workdir, f"n{max(config.labelled_per_class)}", "finetune"),
+        return inference.restore_trained(os.path.join(workdir, f"n{max(config.labelled_per_class)}", "finetune"),
                                           state)
 
     return pipeline.predict_image_files(workdir, input_path, output_path, state_for, classification.predict)

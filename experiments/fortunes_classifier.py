@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from research.core import configs, experiment, sharding, steps, trainer
+from research.core import configs, experiment, inference, sharding, steps, trainer
 from research.core.train_state import TrainState
 from research.text import classifier as text_classifier, fortunes, labelled_text, tokens
 from research.text.awd_lstm import TextClassifier
@@ -188,13 +188,13 @@ def predict(config, workdir: str, input_path: str, output_path: str) -> int:
     vocab = tokens.Vocab.load(os.path.join(workdir, "vocab.json"))
     with open(os.path.join(workdir, "classes.json")) as f:
         class_names = json.load(f)["class_names"]
-    _, lm_config = experiment.read_run_info(config.lm_workdir)
+    _, lm_config = inference.read_run_info(config.lm_workdir)
     model = make_model(config, len(vocab), len(class_names), lm_config["model"])
     variables = init_variables(model, jax.random.key(0))
     state = TrainState.create(apply_fn=model.apply, params=variables["params"],
                               batch_stats=variables["batch_stats"], tx=experiment.one_cycle_optimizer(config, 1e-3, 0))
     last_phase = os.path.join(workdir, f"ulmfit_phase{len(config.phase_epochs)}")
-    state = experiment.restore_trained(last_phase, state)
+    state = inference.restore_trained(last_phase, state)
     if os.path.isdir(input_path):
         names = sorted(os.listdir(input_path))
         texts = [labelled_text._read(os.path.join(input_path, n)) for n in names]

@@ -59,7 +59,7 @@ import pandas as pd
 
 from research.collab import bias_baseline, bpmf, plots as plots_collab, ratings as ratings_data
 from research.collab.model import DotProductBias, EmbeddingNet
-from research.core import configs, epoch_scan, evaluation, experiment, regression, sharding, steps
+from research.core import configs, epoch_scan, evaluation, experiment, inference, regression, sharding, steps
 from research.core.arrays import ArrayBatches
 from research.core.errors import InputError
 from research.core.train_state import TrainState
@@ -327,7 +327,7 @@ def predict(config: ml_collections.ConfigDict, workdir: str, input_path: str, ou
     else:
         state = _create_state_fn(config, maps)(experiment.one_cycle_optimizer(config, 1e-3, 0),
                                                jax.random.key(config.seed))
-        state = experiment.restore_trained(workdir, state)
+        state = inference.restore_trained(workdir, state)
         items_I = np.arange(maps.num_items, dtype=np.int32)
         arrays = {"user": np.repeat(users_U, maps.num_items), "item": np.tile(items_I, len(users_U))}
         scores = evaluation.predict_outputs(steps.make_predict(TASK), state, arrays, config.eval_batch_size,

@@ -24,7 +24,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from research.core import classification, configs, evaluation, experiment, finetune, sharding
+from research.core import classification, configs, evaluation, experiment, finetune, inference, sharding
 from research.core.errors import InputError
 from research.core.train_state import TrainState
 from research.vision import image_sources, pipeline, pretrained, resnet
@@ -160,6 +160,6 @@ def predict(config, workdir: str, input_path: str, output_path: str) -> int:
         variables = jax.jit(functools.partial(model.init, train=False))(jax.random.key(0),
                                                                        np.zeros((1, size, size, 3), np.float32))
         state = classification_state(model, variables, experiment.optimizer(config, 1e-3))
-        return experiment.restore_trained(os.path.join(workdir, "finetune"), state)
+        return inference.restore_trained(os.path.join(workdir, "finetune"), state)
 
     return pipeline.predict_image_files(workdir, input_path, output_path, state_for, classification.predict)

@@ -38,7 +38,7 @@ import ml_collections
 import numpy as np
 import pandas as pd
 
-from research.core import configs, evaluation, experiment, sharding, steps
+from research.core import configs, evaluation, experiment, inference, sharding, steps
 from research.core.arrays import ArrayBatches
 from research.core.errors import InputError
 from research.core.train_state import TrainState
@@ -383,7 +383,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at:
             if stop_at is not None and stop_at < config.num_epochs * run.batches.steps_per_epoch:
                 return {}
     c = config.checkpoint
-    states = [experiment.restore_trained(member_dir, state, c.best_metric, c.best_mode)
+    states = [inference.restore_trained(member_dir, state, c.best_metric, c.best_mode)
               for state, (_, member_dir) in zip(states, _members(config, workdir))]
     outputs = lambda arrays: _outputs(states, data.prep, arrays, config, mesh)
     metrics = net_scores(task, data.prep, outputs, data.valid, "valid_")
@@ -487,7 +487,7 @@ def predict(config: ml_collections.ConfigDict, workdir: str, input_path: str, ou
     mesh = sharding.make_mesh(1)
     create_state, tx = _create_state_fn(config, prep), experiment.one_cycle_optimizer(config, 1e-3, 0)
     c = config.checkpoint
-    states = [experiment.restore_trained(member_dir, create_state(tx, jax.random.key(seed)), c.best_metric,
+    states = [inference.restore_trained(member_dir, create_state(tx, jax.random.key(seed)), c.best_metric,
                                          c.best_mode) for seed, member_dir in _members(config, workdir)]
     outputs = _outputs(states, prep, arrays, config, mesh)
     written = frame.copy()

@@ -35,12 +35,11 @@ import ml_collections
 import numpy as np
 import PIL.Image
 
-from research.core import configs, evaluation, experiment, finetune, sharding
-from research.vision import augment_joint, pipeline, pretrained, segmentation_plots as plots_segmentation
+from research.core import configs, evaluation, experiment, finetune, inference, sharding
 from research.core.arrays import ArrayBatches
 from research.core.errors import InputError
 from research.core.train_state import TrainState
-from research.vision import canvases, masks, resnet, segmentation, unet
+from research.vision import (augment_joint, canvases, masks, pipeline, pretrained, resnet, segmentation, segmentation_plots as plots_segmentation, unet)
 from research.vision.image_arrays import image_prepare
 
 LOSSES = {"cross_entropy": segmentation.pixel_cross_entropy, "dice": segmentation.soft_dice_loss,
@@ -196,7 +195,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             learning_rate = experiment.learning_rate(config, workdir, run)
         with timer("train"):
             state = experiment.fit(config, workdir, run, learning_rate, mesh, evaluate)
-        state = experiment.restore_trained(workdir, state, config.checkpoint.best_metric, config.checkpoint.best_mode)
+        state = inference.restore_trained(workdir, state, config.checkpoint.best_metric, config.checkpoint.best_mode)
         extra["learning_rate"] = learning_rate
     with timer("evaluate"):
         metrics = evaluate(state)
@@ -272,7 +271,7 @@ def predict(config, workdir: str, input_path: str, output_path: str) -> int:
     state = TrainState.create(apply_fn=model.apply, params=variables["params"], batch_stats=variables["batch_stats"],
                               tx=experiment.optimizer(config, 1e-3))
     subdir = os.path.join(workdir, "finetune") if config.weights else workdir
-    state = experiment.restore_trained(subdir, state, config.checkpoint.best_metric if not config.weights else "",
+    state = inference.restore_trained(subdir, state, config.checkpoint.best_metric if not config.weights else "",
                                        config.checkpoint.best_mode)
     paths = pipeline.list_image_files(input_path)
     arrays, sizes, good, bad = [], [], [], []

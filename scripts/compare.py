@@ -64,7 +64,7 @@ def run_side(module, config, workdir: str, num_seeds: int, sequential: bool = Fa
     """Trains (or reads back) K seeds of one side; returns [{"seed", "metrics", "curves"}] per seed, where
     curves = {metric: (steps, values)} from the run's metrics.jsonl."""
     seeds = [config.seed + k for k in range(num_seeds)]
-    if hasattr(module, "train_and_evaluate_seeds") and not sequential:
+    if module.CAPABILITIES.seeds and not sequential:
         results = _read_results(workdir)
         if results is None or [s["seed"] for s in results.get("per_seed", [])] != seeds:
             results = module.train_and_evaluate_seeds(config, workdir, num_seeds)

@@ -28,17 +28,17 @@ def main(argv):
     from research.core import compile_cache
     compile_cache.enable()  # before anything compiles
     import ml_collections
-    from research.core import experiment as recipes
+    from research.core import inference
     from research.core.errors import InputError
     from scripts.experiment_file import load_experiment  # after sys.path holds the repository root
     try:
         if _TEMPERATURE.value <= 0 or _LENGTH.value < 1:
             raise InputError(f"--temperature must be > 0 and --length >= 1, got {_TEMPERATURE.value} and "
                              f"{_LENGTH.value}")
-        experiment_file, config = recipes.read_run_info(_WORKDIR.value)
+        experiment_file, config = inference.read_run_info(_WORKDIR.value)
         experiment = load_experiment(experiment_file)
-        if not hasattr(experiment, "generate"):
-            raise InputError(f"{experiment_file} does not write text (it has no `generate`)")
+        if not experiment.CAPABILITIES.generate:
+            raise InputError(f"{experiment_file} does not write text (its CAPABILITIES has generate=False)")
         written = experiment.generate(ml_collections.ConfigDict(config), _WORKDIR.value, _PROMPT.value,
                                       _TEMPERATURE.value, _LENGTH.value, _TOP_K.value, _SEED.value)
     except InputError as e:

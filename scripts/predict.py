@@ -25,17 +25,24 @@ def main(argv):
     from research.core import compile_cache
     compile_cache.enable()  # before anything compiles
     import ml_collections
-    from research.core import experiment as recipes
+    from research.core import inference
     from research.core.errors import InputError
     from scripts.experiment_file import load_experiment  # after sys.path holds the repository root
     output = _OUTPUT.value or os.path.join(_WORKDIR.value, "predictions.csv")
     try:
-        experiment_file, config = recipes.read_run_info(_WORKDIR.value)
+        experiment_file, config = inference.read_run_info(_WORKDIR.value)
         experiment = load_experiment(experiment_file)
-        rows = experiment.predict(ml_collections.ConfigDict(config), _WORKDIR.value, _INPUT.value, output)
+        config = ml_collections.ConfigDict(config)
+        if experiment.CAPABILITIES.predict_writes_folder:  # files in the folder, their list beside them
+            output = _OUTPUT.value or os.path.join(_WORKDIR.value, "predictions")
+            rows = experiment.predict(config, _WORKDIR.value, _INPUT.value, output)
+            inference.write_csv(os.path.join(output, "predictions.csv"), rows)
+        else:
+            rows = experiment.predict(config, _WORKDIR.value, _INPUT.value)
+            inference.write_csv(output, rows)
     except InputError as e:
         sys.exit(f"error: {e}")
-    print(f"{rows} predictions written to {output}")
+    print(f"{len(rows)} predictions written to {output}")
 
 
 if __name__ == "__main__":

@@ -31,12 +31,12 @@ def main(argv):
     from research.core import compile_cache
     compile_cache.enable()  # before anything compiles
     from scripts.experiment_file import experiment_path, load_experiment  # after sys.path holds the repo root
-    from research.core import experiment as recipes
+    from research.core import inference
     from research.core.errors import InputError
     from research.core.trainer import NonFiniteError, Preempted
     experiment = load_experiment(flags.FLAGS["config"].config_filename)
     # Recorded once the checkpoints are this config's (finished or preempted), never by a run that failed.
-    record = lambda: recipes.write_run_info(_WORKDIR.value, experiment_path(flags.FLAGS["config"].config_filename),
+    record = lambda: inference.write_run_info(_WORKDIR.value, experiment_path(flags.FLAGS["config"].config_filename),
                                             _CONFIG.value)
     try:
         distributed_flags.start()

@@ -1,9 +1,16 @@
 """What every experiment does the same way, written once: the LR range test on the experiment's own model,
 data and optimizer, the fit at the configured or suggested rate, and results.json of one shape.
 
-An experiment module exposes `get_config(preset)`, `train_and_evaluate(config, workdir)` and
-`setup(config, mesh) -> Setup`; the scripts (lr_find, lr_grid, benchmarks, predict) reach every experiment
-through those, never through its internals.
+The contract of an experiment module (tests/test_layout.py checks it):
+- `get_config(preset="...") -> ConfigDict`;
+- `setup(config, mesh) -> Setup`: the trainable pieces on the config's own data (what lr_find, lr_grid and the
+  benchmarks use);
+- `train_and_evaluate(config, workdir) -> results dict` (also written as workdir/results.json);
+- `predict(config, workdir, input_path) -> list of row dicts` (scripts/predict.py writes them with
+  `inference.write_csv`), or, when `CAPABILITIES.predict_writes_folder`, `predict(config, workdir, input_path,
+  output_dir)` writes its files there and returns rows describing them;
+- `CAPABILITIES = Capabilities(...)`: the optional entry points it has, declared rather than discovered.
+The scripts reach every experiment through these, never through its internals.
 """
 
 import json
@@ -21,6 +28,19 @@ import optax
 from research.core import lr_finder, optimizers, plots, schedules, trainer
 from research.core.errors import InputError
 from research.core.train_state import TrainState
+
+
+class Capabilities(NamedTuple):
+    """An experiment's optional entry points.
+
+    seeds: `train_and_evaluate_seeds(config, workdir, num_seeds) -> results` trains several seeds as one
+        vmapped program (scripts/compare.py uses it, else one run per seed).
+    generate: `generate(config, workdir, prompt, temperature, length, top_k, seed) -> str` (scripts/generate.py).
+    predict_writes_folder: `predict` takes an output folder and writes files there (e.g. masks as PNGs).
+    """
+    seeds: bool = False
+    generate: bool = False
+    predict_writes_folder: bool = False
 
 
 class Setup(NamedTuple):
@@ -169,49 +189,3 @@ class Timer:
 
     def total(self) -> dict[str, float]:
         return {**self.seconds, "total": time.time() - self._started}
-
-
-def restore_trained(workdir: str, state: TrainState, best_metric: str = "", best_mode: str = "max") -> TrainState:
-    """`state` with the parameters and BatchNorm statistics of a run's best checkpoint by `best_metric` (a
-    validation metric), else its latest, in workdir/checkpoints; the optimizer state is left as it is, so any
-    optimizer will do (prediction, re-scoring). Shapes must match: a checkpoint of another model is an
-    InputError naming the parameter."""
-    from research.core.checkpoint import Checkpointer  # orbax only where a checkpoint is read
-    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), best_metric=best_metric or None,
-                                best_mode=best_mode)
-    try:
-        step = checkpointer.best_step() or checkpointer.latest_step()
-        if step is None:
-            raise InputError(f"{workdir}/checkpoints holds no checkpoint: train the run first")
-        variables = checkpointer.restore_variables(step)
-    finally:
-        checkpointer.close()
-    like = {"params": state.params, "batch_stats": state.batch_stats}
-    if jax.tree.structure(like) != jax.tree.structure(variables):
-        raise InputError(f"checkpoint step {step} in {workdir} is from a different model (other parameters)")
-    for (path, want), (_, got) in zip(jax.tree_util.tree_flatten_with_path(like)[0],
-                                      jax.tree_util.tree_flatten_with_path(variables)[0]):
-        if want.shape != got.shape:
-            raise InputError(f"checkpoint step {step} in {workdir} is from a different model: "
-                             f"{jax.tree_util.keystr(path)} has shape {got.shape}, this model {want.shape}")
-    placed = jax.tree.map(lambda new, old: jax.device_put(new, getattr(old, "sharding", None)), variables, like)
-    return state.replace(params=placed["params"], batch_stats=placed["batch_stats"])
-
-
-def write_run_info(workdir: str, experiment_file: str, config: ml_collections.ConfigDict) -> None:
-    """workdir/run.json: which experiment file and config made this run (scripts/predict.py reads it)."""
-    if jax.process_index() != 0:
-        return
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "run.json"), "w") as f:
-        json.dump({"experiment": experiment_file, "config": config_json(config)}, f, indent=2)
-
-
-def read_run_info(workdir: str) -> tuple[str, dict]:
-    """(experiment file, config dict) that `write_run_info` recorded for a run."""
-    path = os.path.join(workdir, "run.json")
-    if not os.path.exists(path):
-        raise InputError(f"{path} does not exist: not a workdir of scripts/train.py")
-    with open(path) as f:
-        info = json.load(f)
-    return info["experiment"], info["config"]

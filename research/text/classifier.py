@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from research.core import classification, experiment, optimizers, steps
+from research.core import classification, inference, optimizers, steps
 from research.core.errors import InputError
 from research.core.train_state import TrainState
 from research.text import padded_text, tokens
@@ -41,7 +41,7 @@ def load_language_model(lm_workdir: str, vocab_file: str = "vocab.json") -> Lang
     """The vocabulary, model config and encoder parameters of a trained language-model run."""
     if not lm_workdir:
         raise InputError("config.lm_workdir is empty: train experiments/fortunes_lm.py first and pass its workdir")
-    _, config = experiment.read_run_info(lm_workdir)
+    _, config = inference.read_run_info(lm_workdir)
     vocab = tokens.Vocab.load(os.path.join(lm_workdir, vocab_file))
     model_config = dict(config["model"])
     model = AWDLSTM(len(vocab), **model_config)
@@ -51,7 +51,7 @@ def load_language_model(lm_workdir: str, vocab_file: str = "vocab.json") -> Lang
     state = TrainState.create(apply_fn=model.apply, params=variables["params"], batch_stats={},
                               tx=optax.identity())
     checkpoint = config.get("checkpoint", {})
-    state = experiment.restore_trained(lm_workdir, state, checkpoint.get("best_metric", ""),
+    state = inference.restore_trained(lm_workdir, state, checkpoint.get("best_metric", ""),
                                        checkpoint.get("best_mode", "max"))
     return LanguageModel(vocab, model_config, jax.device_get(state.params["encoder"]))
 

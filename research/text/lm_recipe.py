@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from research.core import experiment
+from research.core import experiment, inference
 from research.core.train_state import TrainState
 from research.text import language_model, ngram
 
@@ -42,7 +42,7 @@ def restore(config, workdir: str, model) -> TrainState:
     """The run's best checkpoint (by the config's checkpoint.best_metric), for generation and prediction."""
     state = create_state_fn(model, 1, config.bptt)(experiment.one_cycle_optimizer(config, 1e-3, 0),
                                                    jax.random.key(config.seed))
-    return experiment.restore_trained(workdir, state, config.checkpoint.best_metric, config.checkpoint.best_mode)
+    return inference.restore_trained(workdir, state, config.checkpoint.best_metric, config.checkpoint.best_mode)
 
 
 def write_samples(config, workdir: str, params, sample: Sample) -> None:
@@ -69,7 +69,7 @@ def train_and_evaluate(config, workdir: str, ids: dict[str, np.ndarray], vocab_s
     evaluate_valid = evaluator("valid", "valid_")
     with timer("train"):
         state = experiment.fit(config, workdir, run, learning_rate, mesh, evaluate_valid)
-    state = experiment.restore_trained(workdir, state, config.checkpoint.best_metric, config.checkpoint.best_mode)
+    state = inference.restore_trained(workdir, state, config.checkpoint.best_metric, config.checkpoint.best_mode)
     with timer("test"):
         metrics = {**evaluate_valid(state), **evaluator("test", "test_")(state)}
     metrics.update(ngram_order=order, ngram_valid_loss=ngram_valid[order], ngram_test_loss=ngram_test,

@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from research.core import classification, configs, evaluation, experiment, seeds, sharding
+from research.core import classification, configs, evaluation, experiment, inference, seeds, sharding
 from research.core.train_state import create_train_state
 from research.vision import image_sources, interpret, pipeline
 from research.vision.image_arrays import image_batches, image_prepare
@@ -106,7 +106,7 @@ def train_and_evaluate(config, workdir: str, recipe: Recipe, stop_at: int | None
     if stop_at is not None and stop_at < config.num_epochs * run.batches.steps_per_epoch:
         return {}
     c = config.checkpoint
-    state = experiment.restore_trained(workdir, state, c.best_metric, c.best_mode)
+    state = inference.restore_trained(workdir, state, c.best_metric, c.best_mode)
     metrics = evaluate_valid(state)
     with timer("test"):
         metrics.update(score_test(config, state, data, mesh))
@@ -142,7 +142,7 @@ def train_and_evaluate_seeds(config, workdir: str, recipe: Recipe, num_seeds: in
     if stop_at is not None and stop_at < config.num_epochs * run.batches.steps_per_epoch:
         return {}
     c = config.checkpoint
-    states = experiment.restore_trained(workdir, states, c.best_metric, c.best_mode)
+    states = inference.restore_trained(workdir, states, c.best_metric, c.best_mode)
     per_seed = []
     with timer("test"):
         for k, seed in enumerate(members.seeds):
@@ -187,7 +187,7 @@ def predict(config, workdir: str, input_path: str, output_path: str, recipe: Rec
         model = recipe.make_model(config, len(saved["class_names"]))
         state = create_train_state(model, one_cycle_tx(config, 1e-3, 0), jax.random.key(config.seed),
                                    (1, size, size, channels))
-        return experiment.restore_trained(workdir, state, config.checkpoint.best_metric, config.checkpoint.best_mode)
+        return inference.restore_trained(workdir, state, config.checkpoint.best_metric, config.checkpoint.best_mode)
 
     return pipeline.predict_image_files(workdir, input_path, output_path, state_for, classification.predict)
 

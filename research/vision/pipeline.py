@@ -123,7 +123,7 @@ def predict_image_files(workdir: str, input_path: str, output_path: str, state_f
                         multi_label_thresholds=None, batch_size: int = 256) -> int:
     """Predictions for the image files under `input_path` (a folder, or a CSV with a `file` column), preprocessed
     as the run in `workdir` saved, written by `write_predictions`. `state_for(preprocessing)` gives the trained
-    state (e.g. `experiment.restore_trained`). Returns the rows written; unreadable files are left out of the CSV,
+    state (e.g. `inference.restore_trained`). Returns the rows written; unreadable files are left out of the CSV,
     then named in one InputError."""
     saved = load_preprocessing(workdir)
     paths = list_image_files(input_path)

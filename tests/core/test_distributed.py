@@ -11,7 +11,7 @@ near-zero gradients). At the peak rate used here, 1e-4, the differences stay at 
 over 20 steps on 8 devices, with or without FSDP, and in 2 processes; measured), so every step must match to
 1e-5 relative.
 
-Run as a script, this file is the worker of the 8-device test (`python tests/test_distributed.py TFDS_DIR`).
+Run as a script, this file is the worker of the 8-device test (`python tests/core/test_distributed.py TFDS_DIR`).
 """
 
 import hashlib
@@ -25,7 +25,7 @@ import time
 import numpy as np
 import pytest
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS, BATCH, LEARNING_RATE = 20, 32, 1e-4
 RTOL = 1e-5
 # The lesson-1 experiment, narrowed so that 20 steps on 8 devices fit in seconds; flips and crops on, so the

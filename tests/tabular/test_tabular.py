@@ -156,7 +156,7 @@ def test_txhousing_predictions_for_new_rows_read_their_lags_from_the_history(tmp
     assert sales_tabular.predict(config, workdir, str(tmp_path / "new.csv"), str(tmp_path / "out.csv")) == 546
     state = sales_tabular._create_state_fn(config, data.prep)(
         sales_tabular.experiment.one_cycle_optimizer(config, 1e-3, 0), jax.random.key(0))
-    state = sales_tabular.experiment.restore_trained(workdir, state, "", "max")
+    state = sales_tabular.inference.restore_trained(workdir, state, "", "max")
     expected = data.prep.to_original_units(
         sales_tabular._outputs([state], data.prep, data.valid, config, sharding.make_mesh(1)))
     np.testing.assert_allclose(pd.read_csv(tmp_path / "out.csv")["prediction"], expected, rtol=1e-4)

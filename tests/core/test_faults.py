@@ -286,7 +286,7 @@ def train_with_nan_batches(workdir: str, tfds_dir: str) -> dict[str, str]:
 def test_nan_batches_are_skipped_and_counted_or_stop_training(tmp_path, tfds_dir, reference):
     """Real batches with NaN images injected: skipped and counted with skip_nonfinite, else training stops."""
     cache_dir, _ = reference
-    code = (f"import json, sys; sys.path[:0] = [{REPO_ROOT!r}, {os.path.dirname(__file__)!r}]; import test_faults; "
+    code = (f"import json, sys; sys.path[:0] = [{REPO_ROOT!r}, {os.path.dirname(__file__)!r}, {os.path.dirname(os.path.dirname(__file__))!r}]; import test_faults; "
             f"print('result:', json.dumps(test_faults.train_with_nan_batches({str(tmp_path)!r}, {str(tfds_dir)!r})))")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT,
                          env=cli_env(cache_dir))

@@ -20,7 +20,7 @@ from research.text.char_rnn import CharRNN
 from research.text.lm_stream import eval_windows, LMStream
 from research.text.padded_text import BucketedBatches
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
