@@ -14,7 +14,8 @@ from absl import app, flags, logging
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The trained run's directory.")
 _INPUT = flags.DEFINE_string("input", None, "New data: a folder or a CSV (what the experiment reads).")
-_OUTPUT = flags.DEFINE_string("output", None, "Where to write the predictions (default: WORKDIR/predictions.csv).")
+_OUTPUT = flags.DEFINE_string("output", None, "Where to write the predictions (default: WORKDIR/predictions.csv; "
+                               "a folder, WORKDIR/predictions, for experiments that write files such as masks).")
 flags.mark_flags_as_required(["workdir", "input"])
 
 
@@ -33,13 +34,17 @@ def main(argv):
         experiment_file, config = inference.read_run_info(_WORKDIR.value)
         experiment = load_experiment(experiment_file)
         config = ml_collections.ConfigDict(config)
-        if experiment.CAPABILITIES.predict_writes_folder:  # files in the folder, their list beside them
+        folder = experiment.CAPABILITIES.predict_writes_folder  # files in a folder, their list beside them
+        if folder:
             output = _OUTPUT.value or os.path.join(_WORKDIR.value, "predictions")
-            rows = experiment.predict(config, _WORKDIR.value, _INPUT.value, output)
-            inference.write_csv(os.path.join(output, "predictions.csv"), rows)
-        else:
-            rows = experiment.predict(config, _WORKDIR.value, _INPUT.value)
-            inference.write_csv(output, rows)
+        table = os.path.join(output, "predictions.csv") if folder else output
+        try:
+            rows = (experiment.predict(config, _WORKDIR.value, _INPUT.value, output) if folder
+                    else experiment.predict(config, _WORKDIR.value, _INPUT.value))
+        except inference.PartialPredictions as e:  # the readable inputs' predictions first, then the error
+            inference.write_csv(table, e.rows)
+            raise
+        inference.write_csv(table, rows)
     except InputError as e:
         sys.exit(f"error: {e}")
     print(f"{len(rows)} predictions written to {output}")

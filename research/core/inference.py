@@ -14,6 +14,14 @@ from research.core.errors import InputError
 from research.core.train_state import TrainState
 
 
+class PartialPredictions(InputError):
+    """Some inputs could not be read: `rows` holds the predictions for the others (written before the error)."""
+
+    def __init__(self, message: str, rows: list[dict]):
+        super().__init__(message)
+        self.rows = rows
+
+
 def restore_trained(workdir: str, state: TrainState, best_metric: str = "", best_mode: str = "max") -> TrainState:
     """`state` with the parameters and BatchNorm statistics of a run's best checkpoint by `best_metric` (a
     validation metric), else its latest, in workdir/checkpoints; the optimizer state is left as it is, so any

@@ -234,7 +234,7 @@ def suggest(values: np.ndarray, losses: np.ndarray) -> dict[str, float]:
         slide += 1
     return {"bottom": float(np.sqrt(values[left] * values[right])),
             "minimum": float(values[lowest] / 10), "steep": float(values[steepest]),
-            "valley": float(values[_valley_index(curve)]), "slide": float(values[slide])}
+            "valley": float(values[valley_index(curve)]), "slide": float(values[slide])}
 
 
 def suggestion_curve(values: np.ndarray, losses: np.ndarray) -> np.ndarray:
@@ -248,7 +248,7 @@ def _beta_for(values: np.ndarray) -> float:
     return 1.0 - 1.0 / max(1.0, steps_per_decade / 4)
 
 
-def _valley_index(curve: np.ndarray) -> int:
+def valley_index(curve: np.ndarray) -> int:
     """fastai v2's `valley`: the longest (not necessarily contiguous) strictly decreasing subsequence of the
     curve, and the point about half way along it, with fastai's arithmetic (from one before the subsequence's
     first point, int(n / 3) + int(n / 6) further, n its length)."""

@@ -113,8 +113,8 @@ def test_our_valley_index_is_fastais(seed):
               rng.permutation(30).astype(float),  # no order at all
               np.round(rng.normal(size=40), 1)]  # ties
     for curve in curves:
-        assert lr_finder._valley_index(curve) == max(fastai_valley(curve)[0], 0)
-    assert lr_finder._valley_index(U_CURVE) == fastai_valley(U_CURVE)[0] == 6
+        assert lr_finder.valley_index(curve) == max(fastai_valley(curve)[0], 0)
+    assert lr_finder.valley_index(U_CURVE) == fastai_valley(U_CURVE)[0] == 6
 
 
 def creeping_cnn_curve():
