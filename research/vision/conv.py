@@ -13,6 +13,10 @@ positions (the last stage of a ResNet on small images) run wholly as one matmul 
 (`im2col_conv`). Anything else, and every convolution on GPU and TPU (cuDNN's and the TPU's are fast), is lax's
 op unchanged. Pass it to flax as `nn.Conv(..., conv_general_dilated=conv.conv_general_dilated)`; parameters and
 their names do not change.
+
+The choice is made per lowering platform (`lax.platform_dependent`), not by the host's default backend: a step
+lowered on a CPU host for a GPU or TPU (`jax.export`, ahead-of-time compilation) gets the plain op, and one
+exported for several platforms carries both, chosen where it runs.
 """
 
 import functools
@@ -36,17 +40,27 @@ _NHWC_HWIO = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, batch_group_count=1, precision=None,
                          preferred_element_type=None):
-    """`lax.conv_general_dilated`, with the shifted-matmul weight gradient where `uses_matmul_gradient`."""
+    """`lax.conv_general_dilated`; lowered for a CPU, `cpu_conv` (the matmul forms where they pay)."""
+    conv_args = dict(window_strides=window_strides, padding=padding, lhs_dilation=lhs_dilation,
+                     rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+                     feature_group_count=feature_group_count, batch_group_count=batch_group_count,
+                     precision=precision, preferred_element_type=preferred_element_type)
+    return lax.platform_dependent(lhs, rhs, cpu=functools.partial(cpu_conv, **conv_args),
+                                  default=functools.partial(lax.conv_general_dilated, **conv_args))
+
+
+def cpu_conv(lhs, rhs, *, window_strides, padding, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
+             feature_group_count=1, batch_group_count=1, precision=None, preferred_element_type=None) -> jax.Array:
+    """The CPU branch: one matmul of the patches for outputs of at most `MAX_IM2COL_POSITIONS` positions, the
+    shifted-matmul weight gradient where `uses_matmul_gradient`, else lax's own op."""
     plain = functools.partial(lax.conv_general_dilated, lhs, rhs, window_strides, padding,
                               lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
                               dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
                               batch_group_count=batch_group_count, precision=precision,
                               preferred_element_type=preferred_element_type)
-    if jax.default_backend() != "cpu":
+    if feature_group_count != 1 or batch_group_count != 1 or preferred_element_type is not None:
         return plain()
     if lhs.ndim != 4 or any(d != 1 for d in (lhs_dilation or (1, 1)) + (rhs_dilation or (1, 1))):
-        return plain()
-    if feature_group_count != 1 or batch_group_count != 1 or preferred_element_type is not None:
         return plain()
     if lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) != _NHWC_HWIO:
         return plain()
