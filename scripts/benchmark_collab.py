@@ -2,7 +2,7 @@
 
   .venv/bin/python scripts/benchmark_collab.py [--batch_size 64]
 
-Ours: the experiment's epoch as one compiled program (a lax.scan over its steps, research/epoch_scan.py) and,
+Ours: the experiment's epoch as one compiled program (a lax.scan over its steps, research/core/epoch_scan.py) and,
 for comparison, the trainer's way (a Python loop over one jitted step). PyTorch: the same model (50 factors,
 user/item biases, an offset, the scaled sigmoid into (0, 5.5), normal(0.01) initialisation), the same
 batch size, AdamW (betas 0.9/0.99, decoupled weight decay 0.1) with a 1cycle schedule, as a plain eager loop
@@ -35,11 +35,11 @@ def _report(what: str, started: float) -> float:
 
 def time_jax(config, data) -> dict[str, float]:
     import jax
-    from experiments import movielens
+    from research.collab import recipe
     from research.core import sharding, trainer
     mesh = sharding.make_mesh(1)
-    run = movielens.setup(config, mesh, data)
-    epochs = movielens.epoch_setup(config, run)
+    run = recipe.setup_on(config, mesh, data)
+    epochs = recipe.epoch_setup(config, run)
     times = {}
     # Placed as the trainer places it: a fresh state's placement differs from the step's output's, and the
     # second call would compile again.
@@ -151,10 +151,11 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     from experiments import movielens
+    from research.collab import ratings
     config = movielens.get_config("dot")
     config.batch_size = _BATCH_SIZE.value
     config.learning_rate = _LEARNING_RATE.value
-    data = movielens.load_ratings(config)
+    data = ratings.load(config)
     steps = len(data.train["target"]) // config.batch_size
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}; one epoch = {steps} steps of batch {config.batch_size}")

@@ -13,6 +13,8 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from research.collab import splits
+
 
 class Biases(NamedTuple):
     mean: float
@@ -61,3 +63,15 @@ def choose_lambdas(train: dict, valid: dict, num_users: int, num_items: int, low
         scores.append((rmse(biases, valid, low, high), lambda_user, lambda_item))
     best, lambda_user, lambda_item = min(scores)
     return lambda_user, lambda_item, best
+
+
+def chosen_on_holdout(train: dict, valid: dict, num_users: int, num_items: int, seed: int, low: float = -np.inf,
+                      high: float = np.inf) -> dict:
+    """The baseline as the experiments report it: lambdas chosen on a random 10% holdout of the training ratings
+    (`seed`), refitted on all of them, scored on `valid` (predictions clipped to [low, high])."""
+    inner = splits.random_split(len(train["target"]), 0.1, seed)
+    part = lambda k: {name: array[inner == k] for name, array in train.items()}
+    lambda_user, lambda_item, holdout_rmse = choose_lambdas(part(0), part(1), num_users, num_items, low, high)
+    biases = fit(train["user"], train["item"], train["target"], num_users, num_items, lambda_user, lambda_item)
+    return {"valid_rmse": rmse(biases, valid, low, high), "lambda_user": lambda_user, "lambda_item": lambda_item,
+            "holdout_rmse": holdout_rmse}

@@ -1,5 +1,6 @@
-"""User-item ratings for collaborative filtering: MovieLens-100k (offline from recbole's wheel, else GroupLens),
-any ratings CSV, the splits (random, GroupLens's u1-u5, by time) and the user/item index maps.
+"""User-item ratings for collaborative filtering: MovieLens-100k (offline from recbole's wheel, else GroupLens)
+or any ratings CSV, the user/item index maps, and a run's training and validation ratings as its config asks
+(`load`; the splits are research/collab/splits.py's).
 
 MovieLens-100k: the 100,000 ratings (943 users, 1,682 movies, 1-5 stars) of GroupLens's `u.data`. recbole's
 wheel ships them as `ml-100k.inter` in u.data's own row order (checked: its first rows are u.data's), so the
@@ -17,10 +18,13 @@ import json
 import os
 import urllib.request
 import zipfile
+from typing import NamedTuple
 
+import ml_collections
 import numpy as np
 import pandas as pd
 
+from research.collab import splits
 from research.core.errors import InputError
 
 RECBOLE_WHEEL = "recbole-1.2.1-py3-none-any.whl"
@@ -28,7 +32,6 @@ RECBOLE_DIR = "recbole/dataset_example/ml-100k"
 GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 GROUPLENS_SHA256 = "50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229"  # TFDS's checksum
 UNKNOWN = 0  # the index of a user or item that the training split does not have
-FOLD_SIZE = 20_000  # GroupLens's u1-u5 test folds
 
 
 def cache_dir() -> str:
@@ -158,49 +161,6 @@ def read_titles(path: str, item: str = "item", title: str = "title") -> dict[str
     return dict(zip(table[item], table[title]))
 
 
-# --- splits: 0 train, 1 validation ------------------------------------------------------------------------------
-
-def random_split(num_rows: int, valid_fraction: float = 0.2, seed: int = 42) -> np.ndarray:
-    """0/1 per row: a random `valid_fraction` of the rows (numpy's PCG64 permutation of `seed`) is 1."""
-    if not 0 < valid_fraction < 1:
-        raise InputError(f"valid_fraction={valid_fraction} must be between 0 and 1")
-    order = np.random.default_rng(seed).permutation(num_rows)
-    split = np.zeros(num_rows, np.int32)
-    split[order[:int(round(valid_fraction * num_rows))]] = 1
-    return split
-
-
-def grouplens_fold(num_rows: int, fold: int) -> np.ndarray:
-    """0/1 per row of u.data for GroupLens's u{fold}.base (0) and u{fold}.test (1), as mku.sh cuts them."""
-    if num_rows != 5 * FOLD_SIZE:
-        raise InputError(f"the u1-u5 folds need MovieLens-100k's {5 * FOLD_SIZE} ratings, got {num_rows}")
-    if fold not in (1, 2, 3, 4, 5):
-        raise InputError(f"data.split=u{fold}: GroupLens's folds are u1 to u5")
-    split = np.zeros(num_rows, np.int32)
-    split[(fold - 1) * FOLD_SIZE:fold * FOLD_SIZE] = 1
-    return split
-
-
-def time_split(timestamps_N: np.ndarray, valid_fraction: float = 0.2, source: str = "") -> np.ndarray:
-    """0/1 per row: the latest `valid_fraction` of the ratings (stable in row order on ties) is 1."""
-    if np.isnan(timestamps_N).any():
-        raise InputError(f"{source or 'the ratings'}: a time-ordered split needs a timestamp column "
-                         f"(data.timestamp)")
-    order = np.argsort(timestamps_N, kind="stable")
-    split = np.zeros(len(timestamps_N), np.int32)
-    split[order[len(order) - int(round(valid_fraction * len(order))):]] = 1
-    return split
-
-
-def holdout(split_N: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """For choosing hyperparameters without the validation rows: a random `fraction` of the training rows
-    (split 0) becomes the validation rows (1) and the old validation rows are dropped (2)."""
-    train = np.flatnonzero(split_N == 0)
-    tuned = np.full(len(split_N), 2, np.int32)
-    tuned[train] = random_split(len(train), fraction, seed)
-    return tuned
-
-
 # --- index maps ------------------------------------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -258,3 +218,36 @@ class IndexMaps:
             raise InputError(f"{path} does not exist: train the run first")
         with open(path) as f:
             return cls(**json.load(f))
+
+
+# --- a run's ratings -------------------------------------------------------------------------------------------
+
+class RatingsData(NamedTuple):
+    maps: IndexMaps
+    train: dict  # user, item (int32 indices), target (float32)
+    valid: dict
+    source: str
+
+    def info(self) -> dict:
+        """What results.json records about the data."""
+        return {"source": self.source, "train": len(self.train["target"]), "valid": len(self.valid["target"])}
+
+
+def read(d: ml_collections.ConfigDict) -> Ratings:
+    """The ratings `config.data` names: MovieLens-100k when `path` is empty, else the CSV at `path`."""
+    if not d.path:
+        return read_movielens_100k()
+    return read_ratings_csv(d.path, d.user, d.item, d.rating, d.timestamp, d.titles, "title")
+
+
+def load(config: ml_collections.ConfigDict) -> RatingsData:
+    """The config's ratings split into training and validation arrays, indexed by maps fitted on training."""
+    ratings = read(config.data)
+    split = splits.split_rows(config.data, ratings.frame, ratings.source)
+    train_frame = ratings.frame[split == 0]
+    maps = IndexMaps.fit(train_frame, ratings.titles)
+    valid = maps.arrays(ratings.frame[split == 1])
+    print(f"{ratings.source}: {int((split == 0).sum())} training, {len(valid['target'])} validation ratings; "
+          f"{len(maps.users)} users, {len(maps.items)} items; validation rows with a user or item unseen in "
+          f"training: {int(np.sum((valid['user'] == 0) | (valid['item'] == 0)))}")
+    return RatingsData(maps, maps.arrays(train_frame), valid, ratings.source)

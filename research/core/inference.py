@@ -66,7 +66,7 @@ def write_csv(path: str, rows: Iterable[dict]) -> int:
     with open(path, "w", newline="") as f:
         if not rows:
             return 0
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     return len(rows)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from experiments import movielens
-from research.collab import bias_baseline, bpmf, ratings as ratings_data
+from research.collab import bias_baseline, bpmf, ratings as ratings_data, recipe, splits
 from research.collab.model import DotProductBias, EmbeddingNet, lookup, scaled_sigmoid
 from research.core import sharding, trainer
 from research.core.errors import InputError
@@ -90,16 +90,16 @@ def test_movielens_splits(movielens_ratings):
     frame = movielens_ratings.frame
     assert len(frame) == 100_000 and frame["user"].nunique() == 943 and frame["item"].nunique() == 1682
     assert movielens_ratings.titles["1"] == "Toy Story (1995)"
-    u1 = ratings_data.grouplens_fold(len(frame), 1)
+    u1 = splits.grouplens_fold(len(frame), 1)
     test = frame[u1 == 1].assign(u=lambda f: f["user"].astype(int), i=lambda f: f["item"].astype(int))
     first = test.sort_values(["u", "i"]).head(3)[["u", "i", "rating"]].to_numpy()
     np.testing.assert_array_equal(first, [[1, 6, 5], [1, 10, 3], [1, 12, 5]])  # GroupLens's u1.test
-    folds = sum(ratings_data.grouplens_fold(len(frame), k) for k in range(1, 6))
+    folds = sum(splits.grouplens_fold(len(frame), k) for k in range(1, 6))
     np.testing.assert_array_equal(folds, 1)  # disjoint test folds covering every rating
-    split = ratings_data.random_split(len(frame), 0.2, 42)
+    split = splits.random_split(len(frame), 0.2, 42)
     assert split.sum() == 20_000
-    np.testing.assert_array_equal(split, ratings_data.random_split(len(frame), 0.2, 42))
-    late = ratings_data.time_split(frame["timestamp"].to_numpy(), 0.2)
+    np.testing.assert_array_equal(split, splits.random_split(len(frame), 0.2, 42))
+    late = splits.time_split(frame["timestamp"].to_numpy(), 0.2)
     assert frame["timestamp"][late == 1].min() >= frame["timestamp"][late == 0].max()
 
 
@@ -107,14 +107,14 @@ def test_one_compiled_epoch_equals_the_step_loop(movielens_ratings, tmp_path):
     maps = ratings_data.IndexMaps.fit(movielens_ratings.frame.iloc[:2000], {})
     train = maps.arrays(movielens_ratings.frame.iloc[:2000])
     config, mesh = movielens.get_config("dot"), sharding.make_mesh(1)
-    run = movielens.setup(config, mesh, movielens.RatingsData(maps, train, train, "u.data[:2000]"))
+    run = recipe.setup_on(config, mesh, ratings_data.RatingsData(maps, train, train, "u.data[:2000]"))
     steps_per_epoch = run.batches.steps_per_epoch  # 31
     total = 2 * steps_per_epoch
     tx = run.make_tx(5e-3, total)
     common = dict(mesh=mesh, seed=config.seed, progress=False, log_every=10 ** 6)
     looped = trainer.train(state=run.create_state(tx, jax.random.key(0)), train_step=run.train_step,
                            batches=run.batches, num_steps=total, workdir=str(tmp_path / "loop"), **common)
-    epochs = movielens.epoch_setup(config, run)
+    epochs = recipe.epoch_setup(config, run)
     scanned = trainer.train(state=epochs.create_state(epochs.make_tx(5e-3, 2), jax.random.key(0)),
                             train_step=epochs.train_step, batches=epochs.batches, num_steps=2,
                             workdir=str(tmp_path / "scan"), **common)
@@ -156,13 +156,12 @@ def test_csv_training_and_top_n_recommendations(movielens_ratings, tmp_path):
     assert os.path.exists(os.path.join(workdir, "item_factors_pca.png"))
     users = str(tmp_path / "users.csv")
     pd.DataFrame({"who": ["196", "nobody"]}).to_csv(users, index=False)
-    output = str(tmp_path / "top.csv")
-    assert movielens.predict(config, workdir, users, output) == 2 * config.top_n
-    top = pd.read_csv(output, dtype={"item": str, "user": str})
+    top = pd.DataFrame(movielens.predict(config, workdir, users))
+    assert len(top) == 2 * config.top_n
     rated = set(frame[frame["user"] == "196"]["item"])
     first = top[top["user"] == "196"]
     assert not set(first["item"]) & rated and first["predicted_rating"].is_monotonic_decreasing
-    assert first["title"].notna().all()
+    assert (first["title"] != "").all()  # every recommended film has its title
     nobody = top[top["user"] == "nobody"]  # unseen: the average user's ranking
     assert len(nobody) == config.top_n and nobody["predicted_rating"].is_monotonic_decreasing
 
@@ -203,8 +202,7 @@ def test_bayes_preset_on_movielens_and_its_recommendations(tmp_path):
     assert results["metrics"]["valid_rmse"] < results["baselines"]["bias_als"]["valid_rmse"] - 0.01
     users = str(tmp_path / "users.csv")
     pd.DataFrame({"user": ["196", "nobody"]}).to_csv(users, index=False)
-    output = str(tmp_path / "top.csv")
-    assert movielens.predict(config, workdir, users, output) == 2 * config.top_n
-    top = pd.read_csv(output, dtype={"item": str, "user": str})
+    top = pd.DataFrame(movielens.predict(config, workdir, users))
+    assert len(top) == 2 * config.top_n
     first = top[top["user"] == "196"]
     assert first["predicted_rating"].is_monotonic_decreasing and first["predicted_rating"].between(1, 5).all()
