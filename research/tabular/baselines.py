@@ -1,7 +1,7 @@
 """The tree baselines that a tabular net is measured against in the same run: scikit-learn's
 HistGradientBoosting and RandomForest on the same split and the same preprocessed features (category indices,
 normalised continuous columns and missing-value indicators), scored by the same metric sums as the net
-(research/tasks/tabular.py).
+(research/tabular/task.py).
 
 Each baseline's hyperparameters are chosen on the validation rows from a small grid; the test rows, when there
 are any, are scored once with the chosen model.

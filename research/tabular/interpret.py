@@ -1,6 +1,7 @@
 """Interpreting a tabular net: permutation importance of each input column (the ML course's favourite plot) and a
 2-D PCA projection of an embedding's rows, labelled with their categories. PNGs via matplotlib's Agg backend."""
 
+import os
 from typing import Callable
 
 import matplotlib
@@ -60,3 +61,18 @@ def _save(fig, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def interpret_net(workdir: str, score: Callable[[dict], float], metric: str, valid: dict[str, np.ndarray],
+                  prep, params) -> dict[str, float]:
+    """permutation_importance.png (each input column of the `valid` rows shuffled, `score` lower is better) and
+    embedding_pca.png (the largest embedding of `params` on 2 principal components, its categories as labels).
+    `prep` is the run's Preprocessing. Returns the importances, rounded."""
+    importance = permutation_importance(score, valid, prep.cat_names, prep.cont_names)
+    plot_importance(os.path.join(workdir, "permutation_importance.png"), importance, metric)
+    if prep.categories:
+        largest = int(np.argmax([len(v) for v in prep.categories.values()]))
+        column = list(prep.categories)[largest]
+        table = np.asarray(params[f"embedding_{largest}"]["embedding"])
+        plot_embedding(os.path.join(workdir, "embedding_pca.png"), table, prep.categories[column], column)
+    return {k: round(float(v), 5) for k, v in importance.items()}

@@ -8,7 +8,7 @@ Rossmann), reported in the target's original units: RMSE, MAE and the root mean 
 Classification (binary and multi-class): softmax cross-entropy; accuracy and log loss. AUC (binary) needs all
 scores at once, not sums: `binary_auc` computes it on the host from predicted probabilities.
 
-Metrics are sums with a count (research/tasks/steps.py); `finish` turns them into the numbers above. The same
+Metrics are sums with a count (research/core/steps.py); `finish` turns them into the numbers above. The same
 sums score the tree baselines' predictions, so every number in results.json is computed by one function.
 """
 

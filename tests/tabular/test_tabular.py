@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from research.core import sharding
+from research.core import inference, sharding
 from research.core.embeddings import embedding_size
 from research.core.errors import InputError
-from research.tabular import table as tabular, task as tabular_task
+from research.tabular import (dataset, dates, ensemble, lags, preprocessing, recipe, rossmann, splits,
+                              table as tabular, task as tabular_task)
 from research.tabular.model import TabularModel
 from experiments import sales_tabular
 
@@ -32,7 +33,7 @@ def _shops(**extra) -> pd.DataFrame:
 
 def _fit(frame, rows=4, **kwargs):
     columns = tabular.Columns("sales", ["shop"], ["size"])
-    return tabular.fit_preprocessing(frame.iloc[:rows], columns, **kwargs)
+    return preprocessing.fit_preprocessing(frame.iloc[:rows], columns, **kwargs)
 
 
 def test_categories_come_from_training_rows_and_unseen_ones_get_the_unknown_index():
@@ -73,8 +74,8 @@ def test_no_indicator_without_missing_training_values_and_the_target_range():
 
 
 def test_date_parts_of_known_dates_including_a_leap_day():
-    dates = pd.Series(pd.to_datetime(["2020-02-29", "2016-12-31", "1970-01-01"]))
-    parts = tabular.date_parts(dates, "d")
+    days = pd.Series(pd.to_datetime(["2020-02-29", "2016-12-31", "1970-01-01"]))
+    parts = dates.date_parts(days, "d")
     leap = parts.iloc[0]
     # 2020-02-29 was a Saturday, the 60th day of the year, in ISO week 9, the last day of February
     assert (leap.d_year, leap.d_month, leap.d_week, leap.d_day) == (2020, 2, 9, 29)
@@ -89,7 +90,7 @@ def test_date_parts_of_known_dates_including_a_leap_day():
 
 def test_date_columns_expand_into_parts_and_constant_parts_are_dropped():
     frame = pd.DataFrame({"when": ["2015-01-01", "2015-02-01", "2015-03-01", "2016-04-01"], "y": [1.0, 2, 3, 4]})
-    prep = tabular.fit_preprocessing(frame, tabular.Columns("y", [], [], ["when"]))
+    prep = preprocessing.fit_preprocessing(frame, tabular.Columns("y", [], [], ["when"]))
     assert prep.date_columns == ["when"]
     assert "when_day" not in prep.cat_names and "when_is_month_start" not in prep.cat_names  # always 1 / True
     assert "when_month" in prep.cat_names and prep.cont_names == ["when_year", "when_dayofyear", "when_elapsed"]
@@ -101,7 +102,7 @@ def test_days_since_and_until_an_event_within_each_group():
     frame = pd.DataFrame({"store": [1, 1, 1, 1, 2, 2], "promo": [0, 1, 0, 0, 0, 1],
                           "day": ["2015-01-01", "2015-01-02", "2015-01-04", "2015-01-07", "2015-01-01",
                                   "2015-01-03"]})
-    out = tabular.add_event_days(frame, "promo", "day", "store")
+    out = dates.add_event_days(frame, "promo", "day", "store")
     np.testing.assert_array_equal(out["days_since_promo"], [-1, 0, 2, 5, -1, 0])
     np.testing.assert_array_equal(out["days_until_promo"], [1, 0, -1, -1, 2, 0])
 
@@ -109,34 +110,34 @@ def test_days_since_and_until_an_event_within_each_group():
 def test_lags_read_the_same_group_months_or_days_before_and_leave_gaps_missing():
     frame = pd.DataFrame({"city": ["a", "a", "a", "b", "b"], "sales": [10.0, 20.0, 40.0, 7.0, 9.0],
                           "month": ["2014-01-01", "2015-01-01", "2016-01-01", "2015-01-01", "2016-03-01"]})
-    out = tabular.add_lags(frame, "sales", "month", [12, 24], group="city")
+    out = lags.add_lags(frame, "sales", "month", [12, 24], group="city")
     np.testing.assert_array_equal(out["sales_lag12"], [np.nan, 10.0, 20.0, np.nan, np.nan])
     np.testing.assert_array_equal(out["sales_lag24"], [np.nan, np.nan, 10.0, np.nan, np.nan])
-    logged = tabular.add_lags(frame, "sales", "month", [12], group="city", log=True)
+    logged = lags.add_lags(frame, "sales", "month", [12], group="city", log=True)
     np.testing.assert_allclose(logged["sales_lag12"][1:3], np.log([10.0, 20.0]))
-    days = tabular.add_lags(frame, "sales", "month", [365], unit="days", group="city")
+    days = lags.add_lags(frame, "sales", "month", [365], unit="days", group="city")
     np.testing.assert_array_equal(days["sales_lag365"], [np.nan, 10.0, 20.0, np.nan, np.nan])
-    ungrouped = tabular.add_lags(frame.iloc[:3], "sales", "month", [12])
+    ungrouped = lags.add_lags(frame.iloc[:3], "sales", "month", [12])
     np.testing.assert_array_equal(ungrouped["sales_lag12"], [np.nan, 10.0, 20.0])
     with pytest.raises(InputError, match="one row per city and month: row 4 repeats one"):
-        tabular.add_lags(frame.assign(month=frame["month"].where(frame.index != 4, "2015-01-01")), "sales",
-                         "month", [12], group="city")
+        lags.add_lags(frame.assign(month=frame["month"].where(frame.index != 4, "2015-01-01")), "sales",
+                      "month", [12], group="city")
 
 
 def test_target_lags_shorter_than_the_held_out_period_or_with_a_random_split_are_refused():
     config = sales_tabular.get_config()
-    assert sales_tabular.target_lags(config.data) == [12, 24]  # txhousing's default
+    assert lags.target_lags(config.data) == [12, 24]  # txhousing's default
     config.data.target_lags = "6,12"
     with pytest.raises(InputError, match="each lag must be at least the held-out period, 12 months"):
-        sales_tabular.target_lags(config.data)
+        lags.target_lags(config.data)
     config.data.update(target_lags="12", test_months=6)
     with pytest.raises(InputError, match="at least the held-out period, 18 months"):
-        sales_tabular.target_lags(config.data)
+        lags.target_lags(config.data)
     config.data.update(target_lags="24", valid_by="random")
     with pytest.raises(InputError, match="needs data.valid_by='date'"):
-        sales_tabular.target_lags(config.data)
+        lags.target_lags(config.data)
     config.data.update(target_lags="", valid_by="random")
-    assert sales_tabular.target_lags(config.data) == []
+    assert lags.target_lags(config.data) == []
 
 
 @needs_wheel
@@ -147,25 +148,24 @@ def test_txhousing_predictions_for_new_rows_read_their_lags_from_the_history(tmp
     config.update(num_epochs=1, ensemble=1, baselines=False, interpret=False)
     workdir = str(tmp_path / "run")
     sales_tabular.train_and_evaluate(config, workdir)
-    data = sales_tabular.load_table(config)
+    data = dataset.load_table(config)
     assert {"sales_lag12", "sales_lag24"} <= set(data.prep.cont_names)
-    frame, _ = sales_tabular.read_table(config.data)
+    frame, _ = dataset.read_table(config.data)
     valid = frame[frame["date"] >= "2014-08-01"]
     valid.drop(columns=["sales"]).assign(date=valid["date"].dt.strftime("%Y-%m-%d")).to_csv(
         tmp_path / "new.csv", index=False)
-    assert sales_tabular.predict(config, workdir, str(tmp_path / "new.csv"), str(tmp_path / "out.csv")) == 546
-    state = sales_tabular._create_state_fn(config, data.prep)(
-        sales_tabular.experiment.one_cycle_optimizer(config, 1e-3, 0), jax.random.key(0))
-    state = sales_tabular.inference.restore_trained(workdir, state, "", "max")
+    rows = sales_tabular.predict(config, workdir, str(tmp_path / "new.csv"))
+    assert len(rows) == 546
+    states = recipe.restore_members(config, workdir, data.prep)
     expected = data.prep.to_original_units(
-        sales_tabular._outputs([state], data.prep, data.valid, config, sharding.make_mesh(1)))
-    np.testing.assert_allclose(pd.read_csv(tmp_path / "out.csv")["prediction"], expected, rtol=1e-4)
+        ensemble.outputs(states, data.prep, data.valid, config, sharding.make_mesh(1)))
+    np.testing.assert_allclose([row["prediction"] for row in rows], expected, rtol=1e-4)
 
 
 def test_saved_preprocessing_applied_to_new_rows(tmp_path):
     prep = _fit(_shops())
     prep.save(str(tmp_path / "preprocessing.json"))
-    loaded = tabular.Preprocessing.load(str(tmp_path / "preprocessing.json"))
+    loaded = preprocessing.Preprocessing.load(str(tmp_path / "preprocessing.json"))
     assert loaded == prep
     new_rows = pd.DataFrame({"shop": ["c", "new", None], "size": [5.0, None, 1.0]})  # no target column
     arrays = loaded.arrays(new_rows, with_target=False)
@@ -175,12 +175,12 @@ def test_saved_preprocessing_applied_to_new_rows(tmp_path):
 
 
 def test_split_by_date_validates_on_the_last_months():
-    dates = pd.Series(pd.date_range("2013-01-01", "2015-07-01", freq="MS"))
-    split = tabular.split_by_date(dates, valid_months=12)
-    assert (split == 1).sum() == 12 and dates[split == 1].min() == pd.Timestamp("2014-08-01")
-    split = tabular.split_by_date(dates, valid_months=12, test_months=6)
-    assert (split == 2).sum() == 6 and dates[split == 2].min() == pd.Timestamp("2015-02-01")
-    assert (split == 1).sum() == 12 and dates[split == 1].min() == pd.Timestamp("2014-02-01")
+    months = pd.Series(pd.date_range("2013-01-01", "2015-07-01", freq="MS"))
+    split = splits.split_by_date(months, valid_months=12)
+    assert (split == 1).sum() == 12 and months[split == 1].min() == pd.Timestamp("2014-08-01")
+    split = splits.split_by_date(months, valid_months=12, test_months=6)
+    assert (split == 2).sum() == 6 and months[split == 2].min() == pd.Timestamp("2015-02-01")
+    assert (split == 1).sum() == 12 and months[split == 1].min() == pd.Timestamp("2014-02-01")
 
 
 @pytest.mark.parametrize("frame, call, message", [
@@ -267,11 +267,11 @@ def test_classification_metrics_on_hand_computed_values():
 def test_a_few_real_training_steps_on_txhousing_lower_the_loss():
     config = sales_tabular.get_config()
     config.learning_rate = 3e-3
-    data = sales_tabular.load_table(config)
+    data = dataset.load_table(config)
     assert data.train["cat"].shape == (7488, len(data.prep.cat_names)) and len(data.valid["target"]) == 546
     assert data.prep.categories["city"][:2] == ["Abilene", "Amarillo"] and len(data.prep.categories["city"]) == 46
     mesh = sharding.make_mesh(1)
-    run = sales_tabular.setup(config, mesh, data)
+    run = recipe.setup_on(config, mesh, data)
     state = run.create_state(run.make_tx(3e-3, 0), jax.random.key(0))
     step = jax.jit(run.train_step)
     losses = []
@@ -326,9 +326,10 @@ def test_a_classification_csv_trains_with_config_keys_only_beside_the_trees(tmp_
 
     new_rows = frame.drop(columns=["species"]).iloc[[0, 200, 300]]
     new_rows.to_csv(tmp_path / "new.csv", index=False)
-    written = sales_tabular.predict(config, workdir, str(tmp_path / "new.csv"), str(tmp_path / "predictions.csv"))
+    rows = sales_tabular.predict(config, workdir, str(tmp_path / "new.csv"))
+    assert inference.write_csv(str(tmp_path / "predictions.csv"), rows) == 3
     predictions = pd.read_csv(tmp_path / "predictions.csv")
-    assert written == 3 and list(predictions["prediction"]) == list(frame["species"].iloc[[0, 200, 300]])
+    assert list(predictions["prediction"]) == list(frame["species"].iloc[[0, 200, 300]])
     assert (predictions["probability"] > 0.5).all()
 
 
@@ -337,7 +338,7 @@ def test_a_binary_target_reports_auc_and_a_missing_target_names_the_row(tmp_path
     csv = tmp_path / "penguins.csv"
     _write_penguins(csv)
     with pytest.raises(InputError, match="target column 'sex' is empty at row 3 "):
-        sales_tabular.load_table(_small_run_config(csv, "sex"))
+        dataset.load_table(_small_run_config(csv, "sex"))
     _write_penguins(csv, target_filter="sex")
     config = _small_run_config(csv, "sex")
     config.baselines = config.interpret = False
@@ -371,7 +372,7 @@ def test_rossmann_joins_and_features_on_a_tiny_hand_made_table(tmp_path):
                             weather=weather, googletrend=googletrend).items():
         table.to_csv(tmp_path / f"{name}.csv", index=False)
 
-    frame = sales_tabular.rossmann_table(str(tmp_path))
+    frame = rossmann.read(str(tmp_path))
     assert len(frame) == 19  # 20 store-days, one with zero sales dropped
     first = frame[(frame.Store == 1) & (frame.Date == "2015-07-01")].iloc[0]
     assert first.State == "HE" and first.Max_TemperatureC == 20 and first.trend == 60 and first.trend_DE == 50
@@ -383,6 +384,6 @@ def test_rossmann_joins_and_features_on_a_tiny_hand_made_table(tmp_path):
 
     config = sales_tabular.get_config("rossmann")
     config.data.path, config.data.valid_days = str(tmp_path), 3
-    data = sales_tabular.load_table(config)
+    data = dataset.load_table(config)
     assert len(data.valid["target"]) == 6 and len(data.train["target"]) == 13
     assert "Store" in data.prep.cat_names and "trend_DE" in data.prep.cont_names and data.prep.log_target
