@@ -1,4 +1,4 @@
-"""Our LSTM language-model train step (research/models/char_rnn.py: lax.scan, jitted) against PyTorch's
+"""Our LSTM language-model train step (research/text/char_rnn.py: lax.scan, jitted) against PyTorch's
 `nn.LSTM` of the same sizes, on this machine's CPU, one run each:
   .venv/bin/python scripts/benchmark_lstm.py [--batch 64 --bptt 128 --hidden 512 --layers 2 --vocab 100 --steps 10]
 

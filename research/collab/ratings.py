@@ -14,7 +14,6 @@ training split never saw, and the models send it down the global-mean path (no f
 import dataclasses
 import hashlib
 import io
-import json
 import os
 import urllib.request
 import zipfile
@@ -25,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from research.collab import splits
+from research.core import inference
 from research.core.errors import InputError
 
 RECBOLE_WHEEL = "recbole-1.2.1-py3-none-any.whl"
@@ -207,17 +207,11 @@ class IndexMaps:
         return self.titles.get(item_id, item_id)
 
     def save(self, path: str) -> None:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path + ".tmp", "w") as f:
-            json.dump(dataclasses.asdict(self), f)
-        os.replace(path + ".tmp", path)
+        inference.save_record(path, self)
 
     @classmethod
     def load(cls, path: str) -> "IndexMaps":
-        if not os.path.exists(path):
-            raise InputError(f"{path} does not exist: train the run first")
-        with open(path) as f:
-            return cls(**json.load(f))
+        return inference.load_record(cls, path)
 
 
 # --- a run's ratings -------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 made it (workdir/run.json), and prediction rows written as CSV."""
 
 import csv
+import dataclasses
 import json
 import os
 from typing import Callable, Iterable
@@ -70,6 +71,22 @@ def write_csv(path: str, rows: Iterable[dict]) -> int:
         writer.writeheader()
         writer.writerows(rows)
     return len(rows)
+
+
+def save_record(path: str, record) -> None:
+    """A dataclass saved beside a run's checkpoints (fitted preprocessing, index maps) as JSON, atomically."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(dataclasses.asdict(record), f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def load_record(cls, path: str):
+    """The dataclass `cls` that `save_record` wrote to `path`; a missing file is an InputError."""
+    if not os.path.exists(path):
+        raise InputError(f"{path} does not exist: train the run first")
+    with open(path) as f:
+        return cls(**json.load(f))
 
 
 def write_run_info(workdir: str, experiment_file: str, config: ml_collections.ConfigDict) -> None:

@@ -10,12 +10,11 @@ The rules (fastai's tabular procs, as the 2018 course used them on Rossmann):
 """
 
 import dataclasses
-import json
-import os
 
 import numpy as np
 import pandas as pd
 
+from research.core import inference
 from research.core.errors import InputError
 from research.tabular.dates import expand_dates
 from research.tabular.table import Columns, check_columns, check_target, first_row, numeric_column
@@ -103,16 +102,11 @@ class Preprocessing:
         return np.exp(predictions_N) if self.log_target else predictions_N
 
     def save(self, path: str) -> None:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(dataclasses.asdict(self), f, indent=1)
+        inference.save_record(path, self)
 
     @classmethod
     def load(cls, path: str) -> "Preprocessing":
-        if not os.path.exists(path):
-            raise InputError(f"{path} does not exist: train the run first")
-        with open(path) as f:
-            return cls(**json.load(f))
+        return inference.load_record(cls, path)
 
 
 def category_names(values: pd.Series) -> list[str]:

@@ -5,8 +5,8 @@ Regularisation, all active in training only:
 - embedding dropout: whole words (rows of the embedding matrix) dropped, the rest rescaled;
 - variational dropout (one mask per sequence, shared by all time steps) on the embeddings (`input_drop`),
   between LSTM layers (`hidden_drop`) and on the encoder's output (`output_drop`);
-- DropConnect on every LSTM's hidden-to-hidden kernel (`weight_drop`, see research/models/rnn.py);
-- AR/TAR on the last layer's outputs are in the loss (research/tasks/language_model.py).
+- DropConnect on every LSTM's hidden-to-hidden kernel (`weight_drop`, see research/text/rnn.py);
+- AR/TAR on the last layer's outputs are in the loss (research/text/language_model.py).
 The decoder is tied to the embedding (its kernel is the embedding matrix transposed), so the last LSTM layer
 has `embed_dim` units.
 

@@ -1,8 +1,8 @@
 """Text classification with ULMFiT (Howard & Ruder 2018): a language model's encoder, concat pooling over the
-masked sequence and fastai's head (research/models/awd_lstm.TextClassifier), fine-tuned with gradual
+masked sequence and fastai's head (research/text/awd_lstm.TextClassifier), fine-tuned with gradual
 unfreezing, discriminative rates (each lower layer group at lr / 2.6) and slanted triangular (1cycle) rates.
 
-Batches are {"tokens": BxL, "token_mask": BxL, "label": B} (research/data/padded_text.py). The language
+Batches are {"tokens": BxL, "token_mask": BxL, "label": B} (research/text/padded_text.py). The language
 model is loaded by its workdir: run.json (its config's `model` are the AWDLSTM's arguments), vocab.json and
 its best checkpoint.
 """
@@ -18,7 +18,6 @@ import optax
 
 from research.core import classification, inference, optimizers, steps
 from research.core.errors import InputError
-from research.core.train_state import TrainState
 from research.text import padded_text, tokens
 from research.text.awd_lstm import AWDLSTM
 
@@ -48,11 +47,9 @@ def load_language_model(lm_workdir: str, vocab_file: str = "vocab.json") -> Lang
     window = 8
     variables = jax.jit(lambda rng: model.init(rng, jnp.zeros((1, window), jnp.int32), jnp.zeros(1, bool),
                                                jnp.ones((1, window), bool)))(jax.random.key(0))
-    state = TrainState.create(apply_fn=model.apply, params=variables["params"], batch_stats={},
-                              tx=optax.identity())
     checkpoint = config.get("checkpoint", {})
-    state = inference.restore_trained(lm_workdir, state, checkpoint.get("best_metric", ""),
-                                       checkpoint.get("best_mode", "max"))
+    state = inference.restore_for_inference(lm_workdir, model.apply, variables, checkpoint.get("best_metric", ""),
+                                            checkpoint.get("best_mode", "max"))
     return LanguageModel(vocab, model_config, jax.device_get(state.params["encoder"]))
 
 

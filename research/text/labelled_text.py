@@ -14,7 +14,8 @@ from research.core.errors import InputError
 from research.text.fortunes import LabelledTexts, Split
 
 
-def _read(path: str) -> str:
+def read_text(path: str) -> str:
+    """The whole of a utf-8 text file (an InputError naming the file when it is not utf-8)."""
     try:
         with open(path, encoding="utf-8") as f:
             return f.read()
@@ -46,7 +47,7 @@ def read_class_folders(path: str, split: str) -> tuple[list[str], list[str]]:
         folder = os.path.join(root, name)
         if os.path.isdir(folder):
             for file in sorted(os.listdir(folder)):
-                texts.append(_read(os.path.join(folder, file)))
+                texts.append(read_text(os.path.join(folder, file)))
                 names.append(name)
     if not texts:
         raise InputError(f"{root} holds no class folders with files")

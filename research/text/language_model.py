@@ -4,7 +4,7 @@ state through the text; sampling with temperature and top-k.
 
 Models are called as `apply_fn(variables, tokens_BxT, reset_B, mask_BxT, train=..., carry=carry)` and return
 ({"logits": BxTxV, optionally "hidden": BxTxH (last layer, before output dropout), "hidden_dropped"}, carry).
-Training uses research/tasks/steps.py (the TrainState holds the training carry). Held-out evaluation has its
+Training uses research/core/steps.py (the TrainState holds the training carry). Held-out evaluation has its
 own batch size and carries its own state window to window, so it is written here (`make_evaluator`) rather
 than with steps.make_eval_step, which would reuse the training carry.
 """

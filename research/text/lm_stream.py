@@ -9,7 +9,7 @@ ends), from fold_in(seed, e). A window is padded to the fixed length bptt + 2 * 
 first window of each epoch has `reset` set: the model starts its rows from a zero state there.
 
 The batch for global step t is a pure function of (seed, t), computed on the device from the rows held there
-(see research/data/arrays.py for why), so resume is exact.
+(see research/core/arrays.py for why), so resume is exact.
 """
 
 import jax

@@ -2,7 +2,7 @@
 similar length batched together (fastai's sortish sampling), the token matrix held on the device.
 
 Padding goes after the tokens (xxpad = 1) and `token_mask` marks the real ones; the classifier ignores padded
-positions (research/models/awd_lstm.py), so the bucket a document lands in never changes its prediction.
+positions (research/text/awd_lstm.py), so the bucket a document lands in never changes its prediction.
 Few bucket lengths mean few compilations of the train step. The batch for step t is a pure function of
 (seed, t): epoch e's order comes from numpy's generator seeded with (seed, e).
 """

@@ -14,7 +14,8 @@ import pytest
 
 from research.core import sharding, steps
 from research.core.train_state import TrainState
-from research.text import (classifier as text_classifier, documents as text, fortunes, language_model, ngram, padded_text, rnn, tokens)
+from research.text import (classifier as text_classifier, documents as text, fortunes, language_model, lm_tokens,
+                           ngram, padded_text, rnn, tokens)
 from research.text.awd_lstm import AWDLSTM, TextClassifier
 from research.text.char_rnn import CharRNN
 from research.text.lm_stream import eval_windows, LMStream
@@ -210,8 +211,26 @@ def test_char_rnn_experiment_trains_generates_and_predicts(tmp_path):
     assert predict.returncode == 0, predict.stderr[-2000:]
     rows = open(tmp_path / "loss.csv").read().splitlines()
     assert rows[0] == "file,characters,loss_nats_per_char" and len(rows) == 2
+    folder = subprocess.run([sys.executable, "scripts/predict.py", "--workdir", workdir, "--input", str(corpus),
+                             "--output", str(tmp_path / "all.csv")], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert folder.returncode == 1 and "empty.txt" in folder.stderr  # the unreadable file named, the others kept
+    assert len(open(tmp_path / "all.csv").read().splitlines()) == 4
     metrics_lines = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
     assert any("valid_loss" in m for m in metrics_lines)
+
+
+def test_token_kinds_write_the_prompt_then_the_sample():
+    """samples.txt shows the prompt and the sample; scripts/generate.py prints the prompt, then `continuation`."""
+    vocab = tokens.Vocab.build([tokens.tokenize("The cat sat on the mat.")], min_freq=1)
+    ids = vocab.numericalize(tokens.tokenize("sat on the mat."))[1:]  # without xxbos
+    written = lm_tokens.Words.written(vocab, "The cat", ids)
+    assert written == "The cat sat on the mat ."
+    assert lm_tokens.Words.continuation("The cat", written) == " sat on the mat ."
+    assert lm_tokens.Words.continuation("", lm_tokens.Words.written(vocab, "", ids)) == "sat on the mat ."
+    chars = text.CharVocab.build(["abc%\n"])
+    written = lm_tokens.Characters.written(chars, "ab", chars.encode("ca"))
+    assert written == "abca" and lm_tokens.Characters.continuation("ab", written) == "ca"
+    np.testing.assert_array_equal(lm_tokens.Characters.prompt_ids(chars, ""), chars.encode("%\n"))
 
 
 # --- words: tokenisation, AWD-LSTM, the classifier -------------------------------------------------------
