@@ -2,7 +2,7 @@
 checkpoint by validation accuracy -> test accuracy (plain and with TTA), scored once; confusion matrix,
 most-confused pairs, top losses and class activation maps on the validation images.
 
-The recipe is research/image_classifier.py's (variants such as experiments/fashion_mnist_sgdr.py change its model
+The recipe is research/vision/classifier.py's (variants such as experiments/fashion_mnist_sgdr.py change its model
 or optimizer in a few lines). Run (default preset, sized for a 2-core CPU):
   .venv/bin/python scripts/train.py --config experiments/fashion_mnist.py --workdir runs/fashion_mnist
 Longer preset, for accelerators:
@@ -13,9 +13,10 @@ Predict for new images with the trained run:
 Reaches (README "Results" has the times and the machine): the cpu preset, 3 epochs on 54k images (6k held out to
 validate), suggested rate 8.77e-3: validation 92.60%, test 92.43% (92.40% with TTA), 166 s of training, 213 s for
 the whole run on the idle 2-core CPU. The long preset (15 epochs, flips and crops; measured before the CPU
-convolution gradients of research/conv.py): validation 94.08%, test 93.35% (93.57% with TTA), 811 s of training.
+convolution gradients of research/vision/conv.py): validation 94.08%, test 93.35% (93.57% with TTA), 811 s of
+training.
 
-Your own images, no code (config keys `data.*`, research/data/image_sources.py): a folder per class, a CSV, or a
+Your own images, no code (config keys `data.*`, research/vision/image_sources.py): a folder per class, a CSV, or a
 TFDS catalog name, e.g.
   .venv/bin/python scripts/train.py --config experiments/fashion_mnist.py --workdir runs/mine \\
       --config.data.source=folder --config.data.path=DIR [--config.data.image_size=64]
@@ -26,28 +27,28 @@ DIR/train/<class>/* trains, DIR/valid/<class>/* validates (else 10% of train is 
 import ml_collections
 
 from research.core import experiment
-from research.vision import classifier as image_classifier
+from research.vision import classifier
 
 EXPERIMENT_FILE = "experiments/fashion_mnist.py"
-RECIPE = image_classifier.Recipe()  # the small ResNet, AdamW with 1cycle
-score_test = image_classifier.score_test
+RECIPE = classifier.Recipe()  # the small ResNet, AdamW with 1cycle
+CAPABILITIES = experiment.Capabilities(seeds=True)
 
 
 def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
-    return image_classifier.get_config(preset, EXPERIMENT_FILE)
+    return classifier.get_config(preset, EXPERIMENT_FILE)
 
 
-def setup(config, mesh, data=None) -> experiment.Setup:
-    return image_classifier.setup(config, mesh, RECIPE, data)
+def setup(config, mesh) -> experiment.Setup:
+    return classifier.setup(config, mesh, RECIPE)
 
 
 def train_and_evaluate(config, workdir: str, stop_at: int | None = None) -> dict:
-    return image_classifier.train_and_evaluate(config, workdir, RECIPE, stop_at)
+    return classifier.train_and_evaluate(config, workdir, RECIPE, stop_at)
 
 
 def train_and_evaluate_seeds(config, workdir: str, num_seeds: int) -> dict:
-    return image_classifier.train_and_evaluate_seeds(config, workdir, RECIPE, num_seeds)
+    return classifier.train_and_evaluate_seeds(config, workdir, RECIPE, num_seeds)
 
 
-def predict(config, workdir: str, input_path: str, output_path: str) -> int:
-    return image_classifier.predict(config, workdir, input_path, output_path, RECIPE)
+def predict(config, workdir: str, input_path: str) -> list[dict]:
+    return classifier.predict(config, workdir, input_path, RECIPE)

@@ -1,6 +1,6 @@
 """A variant of lesson 1 (experiments/fashion_mnist.py) with another schedule: SGDR (cosine annealing with warm
 restarts, Loshchilov & Hutter) instead of 1cycle; everything else is the baseline's recipe
-(research/image_classifier.py).
+(research/vision/classifier.py), which takes the schedule as its `make_tx` hook.
 
 Run:
   .venv/bin/python scripts/train.py --config experiments/fashion_mnist_sgdr.py --workdir runs/fashion_mnist_sgdr
@@ -14,13 +14,14 @@ Reaches (README "The research workflow"): see the comparison there; measured on 
 import ml_collections
 
 from research.core import experiment, schedules
-from research.vision import classifier as image_classifier
+from research.vision import classifier
 
 EXPERIMENT_FILE = "experiments/fashion_mnist_sgdr.py"
+CAPABILITIES = experiment.Capabilities(seeds=True)
 
 
 def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
-    c = image_classifier.get_config(preset, EXPERIMENT_FILE)
+    c = classifier.get_config(preset, EXPERIMENT_FILE)
     c.sgdr = ml_collections.ConfigDict(dict(num_cycles=2, cycle_mult=2))  # cycles of 1/3 and 2/3 of training
     return c
 
@@ -28,26 +29,26 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
 def sgdr_tx(config, peak_lr, total_steps: int):
     """SGDR from peak_lr over total_steps; the constant rate of the range test when total_steps is 0."""
     if not total_steps:
-        return image_classifier.one_cycle_tx(config, peak_lr, 0)
+        return classifier.one_cycle_tx(config, peak_lr, 0)
     s = config.sgdr
     cycle_len = max(total_steps // schedules.sgdr_total_steps(1, s.cycle_mult, s.num_cycles), 1)
     return experiment.optimizer(config, schedules.sgdr(peak_lr, cycle_len, s.cycle_mult, s.num_cycles))
 
 
-RECIPE = image_classifier.Recipe(make_tx=sgdr_tx)
+RECIPE = classifier.Recipe(make_tx=sgdr_tx)
 
 
 def setup(config, mesh) -> experiment.Setup:
-    return image_classifier.setup(config, mesh, RECIPE)
+    return classifier.setup(config, mesh, RECIPE)
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-    return image_classifier.train_and_evaluate(config, workdir, RECIPE)
+    return classifier.train_and_evaluate(config, workdir, RECIPE)
 
 
 def train_and_evaluate_seeds(config, workdir: str, num_seeds: int) -> dict:
-    return image_classifier.train_and_evaluate_seeds(config, workdir, RECIPE, num_seeds)
+    return classifier.train_and_evaluate_seeds(config, workdir, RECIPE, num_seeds)
 
 
-def predict(config, workdir: str, input_path: str, output_path: str) -> int:
-    return image_classifier.predict(config, workdir, input_path, output_path, RECIPE)
+def predict(config, workdir: str, input_path: str) -> list[dict]:
+    return classifier.predict(config, workdir, input_path, RECIPE)

@@ -1,10 +1,10 @@
 """Lesson 1 (2018) as the course ran it: an ImageNet ResNet-34 fine-tuned on the Oxford-IIIT Pets (37 breeds);
 the `dogs_vs_cats` preset is the course's dogs-vs-cats on TFDS cats_vs_dogs.
 
-  1. head: torchvision's ImageNet ResNet-34 body (research/pretrained.py downloads and checks it) with a new
-     fastai head; the body is frozen (BatchNorm on its ImageNet statistics), the head trained with 1cycle.
+  1. head: torchvision's ImageNet ResNet-34 body (research/vision/pretrained.py downloads and checks it) with a
+     new fastai head; the body is frozen (BatchNorm on its ImageNet statistics), the head trained with 1cycle.
   2. unfreeze: every layer group trains, at discriminative rates (lr/9, lr/3, lr), with SGDR restarts
-     (cycle_len, cycle_mult) and a checkpoint at the end of each cycle (research/finetune.py).
+     (cycle_len, cycle_mult) and a checkpoint at the end of each cycle (research/core/finetune.py).
 10% of the training images validate; the test split is scored once, plain and with test-time augmentation
 (flips and zooms). cats_vs_dogs has only a train split: its first 90% train (10% of them validate), the last 10%
 test.
@@ -24,14 +24,12 @@ import jax
 import ml_collections
 import numpy as np
 
-from research.core import classification, configs, evaluation, experiment, finetune, inference, sharding
-from research.core.errors import InputError
+from research.core import classification, configs, evaluation, experiment, inference, sharding
 from research.core.train_state import TrainState
-from research.vision import image_sources, pipeline, pretrained, resnet
-from research.vision.head import FastaiHead
+from research.vision import architectures, image_sources, imagenet_finetune, pipeline, pretrained, resnet
 from research.vision.image_arrays import image_batches, image_prepare
 
-ARCHITECTURES = {"resnet18": resnet.resnet18, "resnet34": resnet.resnet34, "resnet50": resnet.resnet50}
+CAPABILITIES = experiment.Capabilities()
 
 
 def get_config(preset: str = "default") -> ml_collections.ConfigDict:
@@ -60,14 +58,13 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     return c
 
 
-def make_model(config, num_classes: int, frozen_groups: int = 0):
-    if config.arch not in ARCHITECTURES:
-        raise InputError(f"config.arch={config.arch!r} is not one of {sorted(ARCHITECTURES)}")
-    head = functools.partial(FastaiHead, hidden=tuple(config.head.hidden), dropout=config.head.dropout)
+def make_model(config, num_classes: int, frozen_groups: int = 0) -> resnet.ResNet:
+    """`config.arch` (an ImageNet ResNet, research/vision/architectures.py) with fastai's head (`config.head`)."""
     sizes = dict(stage_sizes=tuple(config.stage_sizes)) if config.stage_sizes else {}
     if config.stage_widths:
         sizes["stage_widths"], sizes["stem_width"] = tuple(config.stage_widths), config.stage_widths[0]
-    return ARCHITECTURES[config.arch](num_classes=num_classes, head=head, frozen_groups=frozen_groups, **sizes)
+    return architectures.imagenet_resnet(config.arch, num_classes, head=architectures.fastai_head(config.head),
+                                         frozen_groups=frozen_groups, **sizes)
 
 
 def initial_variables(config, model, input_shape) -> dict:
@@ -76,9 +73,9 @@ def initial_variables(config, model, input_shape) -> dict:
         init = jax.jit(functools.partial(model.init, train=False))
         return jax.device_get(init(jax.random.key(config.seed, impl="rbg"), np.zeros(input_shape, np.float32)))
     head = resnet.init_head(model, jax.random.key(config.seed, impl="rbg"))
-    path = pretrained.download(config.weights) if config.weights in pretrained.CHECKPOINTS else config.weights
     shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
                             np.zeros(input_shape, np.float32))
+    path = imagenet_finetune.weights_path(config.weights)
     body = pretrained.load_torchvision_resnet(path, shapes, skip_head=True)
     return {c: {**{k: v for k, v in body[c].items() if k != "head"}, "head": head[c]} for c in body}
 
@@ -89,9 +86,13 @@ def load_data(config) -> image_sources.ImageData:
     return data._replace(mean=np.asarray(pretrained.IMAGENET_MEAN), std=np.asarray(pretrained.IMAGENET_STD))
 
 
-def setup(config, mesh, data: image_sources.ImageData | None = None) -> experiment.Setup:
+def setup(config, mesh) -> experiment.Setup:
     """The head phase (frozen body): what scripts/lr_find.py sweeps."""
-    data = data or load_data(config)
+    return setup_on(config, mesh, load_data(config))
+
+
+def setup_on(config, mesh, data: image_sources.ImageData) -> experiment.Setup:
+    """`setup` on already loaded data."""
     model = make_model(config, len(data.class_names))
     input_shape = (1, *data.train.images.shape[1:])
     groups = model.layer_groups()
@@ -99,7 +100,9 @@ def setup(config, mesh, data: image_sources.ImageData | None = None) -> experime
     def create_state(tx, rng):
         del rng  # the pretrained body and the head's seed fix the initial variables
         variables = initial_variables(config, model, input_shape)
-        return classification_state(make_model(config, len(data.class_names), frozen_groups=2), variables, tx)
+        frozen = make_model(config, len(data.class_names), frozen_groups=2)
+        return TrainState.create(apply_fn=frozen.apply, params=variables["params"],
+                                 batch_stats=variables["batch_stats"], tx=tx)
 
     return experiment.Setup(
         create_state=create_state,
@@ -110,34 +113,24 @@ def setup(config, mesh, data: image_sources.ImageData | None = None) -> experime
                               data.std, pipeline.augment_fn(config.augment)))
 
 
-def classification_state(model, variables, tx) -> TrainState:
-    return TrainState.create(apply_fn=model.apply, params=variables["params"], batch_stats=variables["batch_stats"],
-                             tx=tx)
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Head on the frozen body, then unfreeze; scores the test split once; writes results.json. Each phase
-    resumes from its sub-workdir."""
+    """Head on the frozen body, then unfreeze (research/vision/imagenet_finetune.py); scores the test split once,
+    plain and with TTA; writes results.json. Each phase resumes from its sub-workdir."""
     timer = experiment.Timer()
     mesh = sharding.make_mesh(config.num_devices or None, config.fsdp_devices)
     with timer("data"):
         data = load_data(config)
     pipeline.save_preprocessing(workdir, config.data.image_size, 3, data.mean, data.std, data.class_names)
-    run = setup(config, mesh, data)
+    run = setup_on(config, mesh, data)
     prepare = image_prepare(data.mean, data.std)
     arrays = lambda split: {"image": split.images, "label": split.labels}
     evaluate = evaluation.make_evaluator(classification.eval_step, arrays(data.valid), config.eval_batch_size, mesh,
                                          prepare)
     model = make_model(config, len(data.class_names))
     variables = initial_variables(config, model, (1, *data.train.images.shape[1:]))
-    steps_per_epoch = run.batches.steps_per_epoch
-    recipe = finetune.recipe_in_epochs(config.head_phase, config.finetune, steps_per_epoch)
-
-    train = finetune.phase_trainer(config, workdir, run.train_step, run.batches, mesh, evaluate)
     with timer("train"):
-        state, evaluated = finetune.fine_tune(model, variables, recipe, functools.partial(experiment.optimizer, config),
-                                              train, evaluate)
-    metrics = {**{"head_" + k: v for k, v in evaluated["head"].items()}, **evaluate(state)}
+        state, head = imagenet_finetune.fine_tune(config, workdir, model, variables, run, mesh, evaluate)
+    metrics = {**{"head_" + k: v for k, v in head.items()}, **evaluate(state)}
     if data.test is not None:
         metrics.update(evaluation.make_evaluator(classification.eval_step, arrays(data.test), config.eval_batch_size,
                                                  mesh, prepare, prefix="test_")(state))
@@ -150,16 +143,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                     train_images=len(data.train.labels))
 
 
-def predict(config, workdir: str, input_path: str, output_path: str) -> int:
-    """Predictions for new image files with the fine-tuned model (the last SGDR cycle's checkpoint): a CSV of
-    file, predicted breed, probability and the top 3."""
+def predict(config, workdir: str, input_path: str) -> list[dict]:
+    """Predictions for new image files with the fine-tuned model (the last SGDR cycle's checkpoint): a row per
+    file with its predicted breed, probability and the top 3 (research/vision/pipeline.py)."""
 
     def state_for(saved):
         model = make_model(config, len(saved["class_names"]))
         size = saved["image_size"]
         variables = jax.jit(functools.partial(model.init, train=False))(jax.random.key(0),
                                                                        np.zeros((1, size, size, 3), np.float32))
-        state = classification_state(model, variables, experiment.optimizer(config, 1e-3))
-        return inference.restore_trained(os.path.join(workdir, "finetune"), state)
+        return inference.restore_for_inference(os.path.join(workdir, "finetune"), model.apply, variables)
 
-    return pipeline.predict_image_files(workdir, input_path, output_path, state_for, classification.predict)
+    return pipeline.predict_image_files(workdir, input_path, state_for, classification.predict)

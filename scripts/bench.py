@@ -47,15 +47,13 @@ def _jax_resnet(name: str, batch: int):
     import jax
     import optax
     from experiments import fashion_mnist
-    from research.vision.resnet import BasicBlock, ResNet
     from research.core import classification
+    from research.vision import architectures, classifier
     if name == "lesson1":
-        config = fashion_mnist.get_config()
-        model, shape = fashion_mnist.RECIPE.make_model(config, 10), (batch, 28, 28, 1)
+        model, shape = classifier.resnet_model(fashion_mnist.get_config(), 10), (batch, 28, 28, 1)
     else:
-        stages = (2, 2, 2, 2) if name.startswith("resnet18") else (3, 4, 6, 3)
-        size = int(name.split("_")[1])
-        model, shape = ResNet(stage_sizes=stages, block_cls=BasicBlock, num_classes=10), (batch, size, size, 3)
+        arch, size = name.split("_")
+        model, shape = architectures.imagenet_resnet(arch, 10), (batch, int(size), int(size), 3)
     batch_data = {"image": jax.random.normal(jax.random.key(1), shape),
                   "label": jax.random.randint(jax.random.key(2), (batch,), 0, 10)}
     return model, shape, batch_data, classification.make_train_step(0.1), optax.adamw(1e-3)
@@ -74,9 +72,8 @@ def jax_step(name: str, batch: int):
         state = create_train_state(model, tx, jax.random.key(0), (1, *shape[1:]))
     elif name == "unet":
         from experiments import segmentation as segmentation_experiment
-        from research.vision import unet
-        from research.vision import segmentation
-        model = segmentation_experiment.make_model(segmentation_experiment.get_config(), 11)
+        from research.vision import segmentation, segmenter, unet
+        model = segmenter.make_model(segmentation_experiment.get_config(), 11)
         variables = unet.init_variables(model, jax.random.key(0), (1, 64, 64, 1))
         state = TrainState.create(apply_fn=model.apply, params=variables["params"],
                                   batch_stats=variables["batch_stats"], tx=optax.adamw(1e-3))
@@ -97,8 +94,8 @@ def jax_step(name: str, batch: int):
                                   batch_stats=variables["batch_stats"], tx=optax.adamw(1e-3))
         train_step = steps.make_train_step(tabular_task.task("regression", True))
     elif name == "collab":
+        from research.collab import recipe
         from research.collab.model import DotProductBias
-        from research.core import regression
         model = DotProductBias(944, 1683, 50)
         batch_data = {"user": jax.random.randint(jax.random.key(1), (batch,), 0, 944),
                       "item": jax.random.randint(jax.random.key(2), (batch,), 0, 1683),
@@ -106,7 +103,7 @@ def jax_step(name: str, batch: int):
         variables = model.init(jax.random.key(0), batch_data["user"][:1], batch_data["item"][:1])
         state = TrainState.create(apply_fn=model.apply, params=variables["params"], batch_stats={},
                                   tx=optax.adamw(1e-3))
-        train_step = steps.make_train_step(regression.task(("user", "item")))
+        train_step = steps.make_train_step(recipe.TASK)
     elif name == "char_rnn":
         from scripts.benchmark_lstm import jax_step as lstm_step
         return lstm_step(batch, 128, 256, 2, 100, 64)

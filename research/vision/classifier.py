@@ -4,7 +4,7 @@ prediction) is written once here.
 
 experiments/fashion_mnist.py's recipe is `Recipe()`; a variant (experiments/fashion_mnist_sgdr.py: another
 schedule; experiments/fashion_mnist_wide_head.py: another head) is a few lines: its config keys and one
-function. `train_and_evaluate_seeds` trains K seeds in one vmapped program (research/seeds.py), what
+function. `train_and_evaluate_seeds` trains K seeds in one vmapped program (research/core/seeds.py), what
 scripts/compare.py uses.
 """
 
@@ -13,7 +13,6 @@ import os
 from typing import Callable, NamedTuple
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -21,17 +20,13 @@ import optax
 
 from research.core import classification, configs, evaluation, experiment, inference, seeds, sharding
 from research.core.train_state import create_train_state
-from research.vision import image_sources, interpret, pipeline
+from research.vision import architectures, image_sources, interpret, pipeline
 from research.vision.image_arrays import image_batches, image_prepare
-from research.vision.resnet import small_resnet
 
 
 def resnet_model(config, num_classes: int) -> nn.Module:
     """The lesson-1 small ResNet (`config.model`), with torchvision's pooled linear classifier."""
-    m = config.model
-    return small_resnet(num_classes=num_classes, stage_sizes=tuple(m.stage_sizes),
-                        stage_widths=tuple(m.stage_widths), stage_strides=tuple(m.stage_strides),
-                        stem_width=m.stem_width, stem_stride=m.stem_stride, dtype=compute_dtype(config))
+    return architectures.small_resnet(config.model, num_classes, compute_dtype(config))
 
 
 def compute_dtype(config) -> jnp.dtype:
@@ -77,8 +72,13 @@ def get_config(preset: str, experiment_file: str) -> ml_collections.ConfigDict:
     return c
 
 
-def setup(config, mesh, recipe: Recipe, data: image_sources.ImageData | None = None) -> experiment.Setup:
-    data = data or image_sources.load_image_data(config.data, config.data_dir)
+def setup(config, mesh, recipe: Recipe) -> experiment.Setup:
+    """The trainable pieces on the images `config.data` names."""
+    return setup_on(config, mesh, recipe, image_sources.load_image_data(config.data, config.data_dir))
+
+
+def setup_on(config, mesh, recipe: Recipe, data: image_sources.ImageData) -> experiment.Setup:
+    """`setup` on already-loaded images."""
     train = data.train
     batches = image_batches(train.images, train.labels, config.batch_size, mesh, config.seed, data.mean, data.std,
                             pipeline.augment_fn(config.augment))
@@ -97,7 +97,7 @@ def train_and_evaluate(config, workdir: str, recipe: Recipe, stop_at: int | None
     with timer("data"):
         data = image_sources.load_image_data(config.data, config.data_dir)
     _save_preprocessing(workdir, data)
-    run = setup(config, mesh, recipe, data)
+    run = setup_on(config, mesh, recipe, data)
     with timer("lr_find"):
         learning_rate = experiment.learning_rate(config, workdir, run)
     evaluate_valid = _valid_evaluator(config, data, mesh)
@@ -132,7 +132,7 @@ def train_and_evaluate_seeds(config, workdir: str, recipe: Recipe, num_seeds: in
     with timer("data"):
         data = image_sources.load_image_data(config.data, config.data_dir)
     _save_preprocessing(workdir, data)
-    run = setup(config, mesh, recipe, data)
+    run = setup_on(config, mesh, recipe, data)
     with timer("lr_find"):
         learning_rate = _learning_rate_seeds(config, workdir, run, num_seeds)
     evaluate_valid = _valid_evaluator(config, data, mesh)
@@ -178,18 +178,17 @@ def score_test(config, state, data: image_sources.ImageData, mesh) -> dict[str, 
     return scores
 
 
-def predict(config, workdir: str, input_path: str, output_path: str, recipe: Recipe) -> int:
-    """Predictions for the image files under `input_path` (a folder, or a CSV with a `file` column) with the
-    run's best checkpoint and saved preprocessing: a CSV of file, predicted class, probability and the top 3."""
+def predict(config, workdir: str, input_path: str, recipe: Recipe) -> list[dict]:
+    """Prediction rows (file, predicted class, probability and the top 3) for the image files under
+    `input_path` (a folder, or a CSV with a `file` column) with the run's best checkpoint and saved
+    preprocessing."""
 
     def state_for(saved):
-        size, channels = saved["image_size"], saved["channels"]
         model = recipe.make_model(config, len(saved["class_names"]))
-        state = create_train_state(model, one_cycle_tx(config, 1e-3, 0), jax.random.key(config.seed),
-                                   (1, size, size, channels))
-        return inference.restore_trained(workdir, state, config.checkpoint.best_metric, config.checkpoint.best_mode)
+        return pipeline.restore_for_prediction(workdir, model, saved, config.checkpoint.best_metric,
+                                               config.checkpoint.best_mode)
 
-    return pipeline.predict_image_files(workdir, input_path, output_path, state_for, classification.predict)
+    return pipeline.predict_image_files(workdir, input_path, state_for, classification.predict)
 
 
 def _save_preprocessing(workdir: str, data: image_sources.ImageData) -> None:

@@ -4,11 +4,17 @@ CAM (Zhou et al. 2016; fast.ai 2018 lesson 7): a ResNet ends with global average
 layer, so its logits are logits_K = mean_hw(features_hxwxD) @ kernel_DxK + bias_K. Applying the dense kernel
 at every position before the mean, cam_hxwxK = features_hxwxD @ kernel_DxK, shows where in the image each
 class's evidence lies; the mean of the map plus the bias is exactly the logit.
+
+Grad-CAM (Selvaraju et al. 2017) does the same for any head (fastai's, with hidden layers): each feature channel
+is weighted by the gradient of the class's logit with respect to it, summed over positions. For a pooled
+linear head that gradient is the kernel's column over h*w, so Grad-CAM (taken without its ReLU, as here) is
+exactly CAM; `class_maps` uses CAM where there is an `fc` layer and Grad-CAM otherwise.
 """
 
 import os
 import re
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -43,25 +49,57 @@ def class_activation_maps(state: TrainState, images_BxHxWxC: jax.Array) -> tuple
     if "fc" not in state.params:
         raise ValueError("class activation maps need a ResNet ending in global average pooling and the linear "
                          f"`fc` layer; this model's top-level modules are {sorted(state.params)}")
+    features_BxhxwxD, logits_BxK = _last_stage_features(state, images_BxHxWxC)
+    cams_BxhxwxK = features_BxhxwxD.astype(jnp.float32) @ state.params["fc"]["kernel"].astype(jnp.float32)
+    return cams_BxhxwxK, logits_BxK
+
+
+def grad_cam(state: TrainState, images_BxHxWxC: jax.Array, classes_B: jax.Array) -> jax.Array:
+    """Grad-CAM of one class per image, without the ReLU (B x h x w, the last block's resolution): the last
+    block's features, each channel weighted by the gradient of that class's logit with respect to it summed
+    over positions. Any head; with torchvision's pooled `fc` it equals the CAM of `class_activation_maps`."""
+    name = last_stage_name(state.params)
+    features_BxhxwxD, _ = _last_stage_features(state, images_BxHxWxC)
+
+    def chosen_logits(offset_BxhxwxD):
+        def add_offset(next_fun, args, kwargs, context):
+            out = next_fun(*args, **kwargs)
+            return out + offset_BxhxwxD if context.module.name == name and context.method_name == "__call__" else out
+
+        with nn.intercept_methods(add_offset):
+            logits_BxK = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats},
+                                        images_BxHxWxC, train=False)
+        # in eval mode each image's logits depend on its own features only: one gradient for the whole batch
+        return jnp.take_along_axis(logits_BxK, classes_B[:, None], axis=-1).sum()
+
+    gradients_BxhxwxD = jax.grad(chosen_logits)(jnp.zeros_like(features_BxhxwxD))
+    weights_BxD = gradients_BxhxwxD.astype(jnp.float32).sum((1, 2))
+    return jnp.einsum("bhwd,bd->bhw", features_BxhxwxD.astype(jnp.float32), weights_BxD)
+
+
+def _last_stage_features(state: TrainState, images_BxHxWxC: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(the last residual block's output B x h x w x D, logits B x K) in eval mode."""
     name = last_stage_name(state.params)
     logits_BxK, captured = state.apply_fn(
         {"params": state.params, "batch_stats": state.batch_stats}, images_BxHxWxC, train=False,
         capture_intermediates=lambda module, method: module.name == name and method == "__call__",
         mutable=["intermediates"])
-    features_BxhxwxD = captured["intermediates"][name]["__call__"][0]
-    cams_BxhxwxK = features_BxhxwxD.astype(jnp.float32) @ state.params["fc"]["kernel"].astype(jnp.float32)
-    return cams_BxhxwxK, logits_BxK
+    return captured["intermediates"][name]["__call__"][0], logits_BxK
 
 
 def class_maps(state: TrainState, images_BxHxWxC: jax.Array, classes_B: jax.Array,
                stride: int | None = None) -> jax.Array:
-    """The CAM of one class per image, interpolated (bilinear) to the image's size: float32 BxHxW.
+    """The CAM of one class per image (Grad-CAM where the head is not one linear `fc` layer), interpolated
+    (bilinear) to the image's size: float32 BxHxW.
 
     Cell k of the map sits over input pixel stride * k (every strided convolution and pool of the ResNet
     is centred: output i reads input stride * i), so the map is placed there, not stretched over the image.
     `stride` (the network's total stride) defaults to the smallest power of two that gives the map's size."""
-    cams_BxhxwxK, _ = class_activation_maps(state, images_BxHxWxC)
-    cams_Bxhxw = jnp.take_along_axis(cams_BxhxwxK, classes_B[:, None, None, None], axis=-1)[..., 0]
+    if "fc" in state.params:
+        cams_BxhxwxK, _ = class_activation_maps(state, images_BxHxWxC)
+        cams_Bxhxw = jnp.take_along_axis(cams_BxhxwxK, classes_B[:, None, None, None], axis=-1)[..., 0]
+    else:
+        cams_Bxhxw = grad_cam(state, images_BxHxWxC, classes_B)
     (height, width), (h, w) = images_BxHxWxC.shape[1:3], cams_Bxhxw.shape[1:3]
     stride = stride or total_stride(height, h)
     return jnp.einsum("yi,bij,xj->byx", _interpolation(height, h, stride), cams_Bxhxw,
@@ -90,11 +128,16 @@ def write_classification_report(workdir: str, state: TrainState, images_NxHxWxC:
     """confusion_matrix.png, most_confused.png, top_losses.png and cam.png (class activation maps of the
     predicted class on the first image of each class, at most 12) for a labelled image set.
 
-    Every process calls it (the class maps are computed on the whole mesh); process 0 alone writes."""
+    Every process calls it (the class maps are computed on the whole mesh); process 0 alone writes. A model
+    without ResNet blocks has no feature map to explain: cam.png is skipped, with the reason printed."""
     predictions_N = np.argmax(probabilities_NxK, -1)
     shown = [int(np.flatnonzero(labels_N == k)[0]) for k in range(len(class_names)) if np.any(labels_N == k)][:12]
-    maps = np.asarray(jax.jit(class_maps)(state, normalise(images_NxHxWxC[shown], mean, std),
-                                          jnp.asarray(predictions_N[shown])))
+    try:
+        maps = np.asarray(jax.jit(class_maps)(state, normalise(images_NxHxWxC[shown], mean, std),
+                                              jnp.asarray(predictions_N[shown])))
+    except ValueError as e:
+        maps = None
+        print(f"cam.png skipped: {e}")
     if jax.process_index() != 0:
         return
     counts = plots.confusion_matrix(labels_N, predictions_N, len(class_names))
@@ -104,4 +147,5 @@ def write_classification_report(workdir: str, state: TrainState, images_NxHxWxC:
                           class_names, top_losses)
     titles = [f"{class_names[labels_N[i]]} \u2192 {class_names[predictions_N[i]]} {probabilities_NxK[i].max():.2f}"
               for i in shown]
-    plots.plot_cams(os.path.join(workdir, "cam.png"), images_NxHxWxC[shown], maps, titles)
+    if maps is not None:
+        plots.plot_cams(os.path.join(workdir, "cam.png"), images_NxHxWxC[shown], maps, titles)

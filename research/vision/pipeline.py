@@ -8,11 +8,12 @@ import os
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from research.core import evaluation, sharding
+from research.core import evaluation, inference, sharding
 from research.core.errors import InputError
 from research.vision import augment, images
 from research.vision.image_arrays import normalise
@@ -97,48 +98,54 @@ def decode_for_prediction(paths: list[str], preprocessing: dict) -> tuple[np.nda
     return (np.stack(decoded) if decoded else np.zeros(shape, np.uint8)), good, bad
 
 
-def write_predictions(output_path: str, paths: list[str], probabilities_NxK: np.ndarray, class_names,
-                      top_k: int = 3, multi_label_thresholds=None) -> None:
-    """A CSV: file, predicted class (or the space-separated classes above their thresholds, multi-label), its
-    probability, and the top-k classes with probabilities when there are more than two classes."""
+def prediction_rows(paths: list[str], probabilities_NxK: np.ndarray, class_names, top_k: int = 3,
+                    multi_label_thresholds=None) -> list[dict]:
+    """One row per image: file, predicted class (or the space-separated classes above their thresholds,
+    multi-label), its probability, and the top-k classes with probabilities when there are more than two."""
     k = min(top_k, len(class_names)) if len(class_names) > 2 else 0
-    header = ["file", "predicted", "probability"] + [f"top{i + 1}{s}" for i in range(k) for s in ("", "_probability")]
-    os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-    with open(output_path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        for path, p_K in zip(paths, probabilities_NxK):
-            if multi_label_thresholds is not None:
-                chosen = np.flatnonzero(p_K > np.asarray(multi_label_thresholds))
-                row = [path, " ".join(class_names[i] for i in chosen), " ".join(f"{p_K[i]:.4f}" for i in chosen)]
-            else:
-                row = [path, class_names[int(np.argmax(p_K))], f"{p_K.max():.4f}"]
-            for i in np.argsort(-p_K)[:k]:
-                row += [class_names[i], f"{p_K[i]:.4f}"]
-            writer.writerow(row)
+    rows = []
+    for path, p_K in zip(paths, probabilities_NxK):
+        if multi_label_thresholds is not None:
+            chosen = np.flatnonzero(p_K > np.asarray(multi_label_thresholds))
+            row = {"file": path, "predicted": " ".join(class_names[i] for i in chosen),
+                   "probability": " ".join(f"{p_K[i]:.4f}" for i in chosen)}
+        else:
+            row = {"file": path, "predicted": class_names[int(np.argmax(p_K))], "probability": f"{p_K.max():.4f}"}
+        for rank, i in enumerate(np.argsort(-p_K)[:k]):
+            row.update({f"top{rank + 1}": class_names[i], f"top{rank + 1}_probability": f"{p_K[i]:.4f}"})
+        rows.append(row)
+    return rows
 
 
-def predict_image_files(workdir: str, input_path: str, output_path: str, state_for: Callable[[dict], object],
-                        predict: Callable, activation: Callable = jax.nn.softmax, views: Callable | None = None,
-                        multi_label_thresholds=None, batch_size: int = 256) -> int:
-    """Predictions for the image files under `input_path` (a folder, or a CSV with a `file` column), preprocessed
-    as the run in `workdir` saved, written by `write_predictions`. `state_for(preprocessing)` gives the trained
-    state (e.g. `inference.restore_trained`). Returns the rows written; unreadable files are left out of the CSV,
-    then named in one InputError."""
+def restore_for_prediction(workdir: str, model, preprocessing: dict, best_metric: str = "",
+                           best_mode: str = "max"):
+    """`model` with the weights of the run in `workdir` (its best checkpoint by `best_metric`, else its latest),
+    for images of the saved `preprocessing`'s size; no optimizer."""
+    size, channels = preprocessing["image_size"], preprocessing["channels"]
+    variables = jax.jit(functools.partial(model.init, train=False))(jax.random.key(0),
+                                                                      jnp.zeros((1, size, size, channels)))
+    return inference.restore_for_inference(workdir, model.apply, variables, best_metric, best_mode)
+
+
+def predict_image_files(workdir: str, input_path: str, state_for: Callable[[dict], object], predict: Callable,
+                        activation: Callable = jax.nn.softmax, views: Callable | None = None,
+                        multi_label_thresholds=None, batch_size: int = 256) -> list[dict]:
+    """Prediction rows (`prediction_rows`) for the image files under `input_path` (a folder, or a CSV with a
+    `file` column), preprocessed as the run in `workdir` saved. `state_for(preprocessing)` gives the trained
+    state (e.g. `inference.restore_for_inference`). Unreadable files: `inference.PartialPredictions` carrying
+    the other rows and naming the first bad file."""
     saved = load_preprocessing(workdir)
     paths = list_image_files(input_path)
     images_N, good, bad = decode_for_prediction(paths, saved)
     probabilities = np.zeros((0, len(saved["class_names"])))
     if good:
-        probabilities = predict_probabilities(predict, state_for(saved), images_N, batch_size,
-                                                         sharding.make_mesh(1), saved["mean"], saved["std"], views,
-                                                         activation=activation)
-    write_predictions(output_path, good, probabilities, saved["class_names"],
-                      multi_label_thresholds=multi_label_thresholds)
+        probabilities = predict_probabilities(predict, state_for(saved), images_N, batch_size, sharding.make_mesh(1),
+                                              saved["mean"], saved["std"], views, activation=activation)
+    rows = prediction_rows(good, probabilities, saved["class_names"], multi_label_thresholds=multi_label_thresholds)
     if bad:
-        raise InputError(f"{len(bad)} of {len(paths)} files could not be read (the other predictions are in "
-                         f"{output_path}): {bad[0]}")
-    return len(good)
+        raise inference.PartialPredictions(f"{len(bad)} of {len(paths)} files could not be read (the other "
+                                           f"predictions are written): {bad[0]}", rows)
+    return rows
 
 
 def predict_probabilities(predict: Callable, state, images_NxHxWxC: np.ndarray, batch_size: int, mesh: Mesh,

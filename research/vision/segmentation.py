@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from research.core import steps
+from research.core import evaluation, steps
+from research.vision.image_arrays import image_prepare
 
 IGNORE_INDEX = 255  # the "void" label: fits uint8 masks, and no dataset here has 256 classes
 DICE_SMOOTH = 1.0
@@ -142,6 +143,16 @@ def predict_flip_tta(state, batch: dict) -> jax.Array:
     both = predict(state, {**batch, "image": jnp.concatenate([images_BxHxWxC, images_BxHxWxC[:, :, ::-1]])})
     plain_BxHxWxK, mirrored_BxHxWxK = jnp.split(jax.nn.softmax(both), 2)
     return jnp.log((plain_BxHxWxK + mirrored_BxHxWxK[:, :, ::-1]) / 2)
+
+
+def predicted_masks(state, images_NxHxWxC: np.ndarray, mean, std, batch_size: int, mesh,
+                    tta: bool = False) -> np.ndarray:
+    """Class indices N x H x W (uint8) of the model's per-pixel argmax (of the flip-averaged probabilities with
+    `tta`) for uint8 images, normalised with `mean` and `std`."""
+    logits = predict_flip_tta if tta else predict
+    classes = lambda state, batch: jnp.argmax(logits(state, batch), -1).astype(jnp.uint8)
+    return evaluation.predict_outputs(classes, state, {"image": images_NxHxWxC}, batch_size, mesh,
+                                      image_prepare(mean, std))
 
 
 def per_image_iou(predicted_NxHxW: np.ndarray, true_NxHxW: np.ndarray, num_classes: int,

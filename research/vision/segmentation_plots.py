@@ -8,7 +8,7 @@ import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from research.vision.segmentation import IGNORE_INDEX  # noqa: E402
+from research.vision.segmentation import IGNORE_INDEX, per_image_iou  # noqa: E402
 
 
 def class_colours(num_classes: int, colours=None) -> np.ndarray:
@@ -49,3 +49,15 @@ def plot_mask_grid(path: str, images_NxHxWxC: np.ndarray, true_NxHxW: np.ndarray
     fig.tight_layout(rect=(0, 0.08 if rows < 4 else 0.05, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_best_and_worst(path: str, images_NxHxWxC: np.ndarray, true_NxHxW: np.ndarray, predicted_NxHxW: np.ndarray,
+                        class_names, colours=None, shown: int = 4) -> None:
+    """`plot_mask_grid` of the `shown` best and the `shown` worst examples by their own mean IoU."""
+    scores = per_image_iou(predicted_NxHxW, true_NxHxW, len(class_names))
+    order = np.argsort(np.nan_to_num(scores, nan=np.inf))
+    k = min(shown, len(order) // 2) or 1
+    chosen = np.concatenate([order[::-1][:k], order[:k]])
+    titles = [f"{'best' if i < k else 'worst'}: IoU {scores[n]:.3f}" for i, n in enumerate(chosen)]
+    plot_mask_grid(path, images_NxHxWxC[chosen], true_NxHxW[chosen], predicted_NxHxW[chosen], titles, class_names,
+                   colours)

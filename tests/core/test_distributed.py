@@ -56,16 +56,15 @@ def _worker(tfds_dir: str) -> dict:
     import tempfile
 
     import jax
-    from experiments import fashion_mnist as experiment
     from research.core import sharding, trainer
-    from research.vision import image_sources
+    from research.vision import classifier, image_sources
 
     config = _config(tfds_dir)
     data = image_sources.load_image_data(config.data, config.data_dir)
     results = {}
     for name, (num_devices, fsdp_devices) in MESHES.items():
         mesh = sharding.make_mesh(num_devices, fsdp_devices)
-        run = experiment.setup(config, mesh, data)
+        run = classifier.setup_on(config, mesh, classifier.Recipe(), data)
         batches = run.batches
         assert batches.steps_per_epoch == STEPS
         state = run.create_state(run.make_tx(LEARNING_RATE, STEPS), jax.random.key(config.seed))
@@ -90,16 +89,16 @@ def _seeds_worker(config, data) -> dict:
     import tempfile
 
     import jax
-    from experiments import fashion_mnist as experiment
     from research.core import seeds, sharding
+    from research.vision import classifier
 
     members = seeds.seed_range(0, 4)
     found = {}
     for num_devices in (1, 4):
         mesh = sharding.make_mesh(num_devices)
         workdir = tempfile.mkdtemp()
-        states = seeds.fit(config, workdir, experiment.setup(config, mesh, data), members, LEARNING_RATE, mesh,
-                           num_steps=STEPS)
+        run = classifier.setup_on(config, mesh, classifier.Recipe(), data)
+        states = seeds.fit(config, workdir, run, members, LEARNING_RATE, mesh, num_steps=STEPS)
         leaf = jax.tree.leaves(states.params)[0]
         found[f"{num_devices} devices"] = {
             "losses": {name: _train_losses(workdir, f"train_loss/{name}") for name in members.names()},
@@ -213,10 +212,9 @@ def test_two_processes_train_like_one_device(tmp_path, tfds_dir, mesh_runs):
     # The checkpoint the two processes wrote together restores in this one process, on one device, and
     # evaluates to the test loss they measured.
     import jax
-    from experiments import fashion_mnist as experiment
     from research.core import sharding
     from research.core.checkpoint import Checkpointer
-    from research.vision import image_sources
+    from research.vision import classifier, image_sources
     from research.vision.image_arrays import image_prepare
     from research.core.evaluation import make_evaluator
     from research.core import classification
@@ -224,7 +222,7 @@ def test_two_processes_train_like_one_device(tmp_path, tfds_dir, mesh_runs):
     config = _config(tfds_dir)
     data = image_sources.load_image_data(config.data, config.data_dir)
     mesh = sharding.make_mesh(1)
-    run = experiment.setup(config, mesh, data)
+    run = classifier.setup_on(config, mesh, classifier.Recipe(), data)
     like = run.create_state(run.make_tx(LEARNING_RATE, STEPS), jax.random.key(0))
     checkpointer = Checkpointer(str(tmp_path / "checkpoints"))
     state, meta = checkpointer.restore_latest(like)

@@ -1,12 +1,18 @@
 """Interpretation: most-confused pairs, and class activation maps of a small ResNet trained on real
-Fashion-MNIST items placed on larger canvases (the maps' mean is the logit exactly; their peak finds the item)."""
+Fashion-MNIST items placed on larger canvases (the maps' mean is the logit exactly; their peak finds the item);
+Grad-CAM, which equals CAM for a linear head and serves any other head (the wide-head experiment's report)."""
+
+import json
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import PIL.Image
 import pytest
 
+from experiments import fashion_mnist_wide_head
 from research.core import classification
 from research.core.train_state import create_train_state
 from research.vision import interpret, plots
@@ -91,3 +97,29 @@ def test_cam_needs_the_linear_fc_classifier(trained_state):
     params = {k: v for k, v in trained_state.params.items() if k != "fc"}
     with pytest.raises(ValueError, match="linear `fc` layer"):
         interpret.class_activation_maps(trained_state.replace(params=params), jnp.zeros((1, 56, 56, 1)))
+
+
+def test_grad_cam_equals_cam_for_the_linear_fc_head(trained_state, fashion_test_split):
+    images = normalise(_canvas(fashion_test_split[0][5120:5152], np.arange(32) % 4), MEAN, STD)
+    classes = jnp.arange(32) % 10
+    cams_BxhxwxK, _ = jax.jit(interpret.class_activation_maps)(trained_state, images)
+    expected = np.take_along_axis(np.asarray(cams_BxhxwxK), np.asarray(classes)[:, None, None, None], -1)[..., 0]
+    np.testing.assert_allclose(jax.jit(interpret.grad_cam)(trained_state, images, classes), expected,
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_wide_head_experiment_writes_its_report_with_grad_cam(tfds_dir, tmp_path):
+    """The wide-head variant (fastai's head: no `fc` layer) through its whole run on a tiny model: the
+    classification report, class activation maps included, is written (it used to crash after training)."""
+    config = fashion_mnist_wide_head.get_config()
+    config.update_from_flattened_dict({
+        "data_dir": tfds_dir, "data.train_examples": 500, "data.test_examples": 100, "batch_size": 50,
+        "eval_batch_size": 100, "num_epochs": 1, "learning_rate": 1e-2, "tta": False, "model.stem_width": 8,
+        "model.stage_sizes": (1, 1), "model.stage_widths": (8, 16), "model.stage_strides": (2, 2),
+        "head.hidden": (16,)})
+    results = fashion_mnist_wide_head.train_and_evaluate(config, str(tmp_path))
+    with open(tmp_path / "results.json") as f:
+        assert json.load(f)["metrics"] == results["metrics"]
+    for name in ("confusion_matrix.png", "top_losses.png", "cam.png"):
+        with PIL.Image.open(os.path.join(tmp_path, name)) as png:
+            assert np.asarray(png.convert("L")).std() > 10, name  # not blank

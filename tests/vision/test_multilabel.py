@@ -8,6 +8,7 @@ import sys
 
 import jax.numpy as jnp
 import numpy as np
+import PIL.Image
 import pytest
 
 from conftest import REPO_ROOT
@@ -134,6 +135,14 @@ def test_reduced_experiment_learns_and_writes_results(mosaics_dir, tmp_path):
     metrics = results["metrics"]
     assert metrics["test_f2"] > 0.75 and metrics["test_f1"] > 0.6, metrics
     assert len(results["thresholds"]) == 10 and all(0 < t < 1 for t in results["thresholds"])
+    # Prediction rows for new images: the classes above the run's thresholds (scripts/predict.py writes them).
+    images, _ = fashion_mosaics.load("validation", mosaics_dir, "small")
+    for i in range(3):
+        PIL.Image.fromarray(images[i, :, :, 0]).save(tmp_path / f"new{i}.png")
+    rows = experiment.predict(config, str(tmp_path), str(tmp_path))
+    assert [os.path.basename(row["file"]) for row in rows] == ["new0.png", "new1.png", "new2.png"]
+    words = {word for name in fashion_mnist.CLASS_NAMES for word in name.split()}  # "Ankle boot" has a space
+    assert all(set(row["predicted"].split()) <= words and row["top1"] in fashion_mnist.CLASS_NAMES for row in rows)
 
 
 def test_lr_find_cli_sweeps_the_mosaics_experiment(mosaics_dir, tmp_path):

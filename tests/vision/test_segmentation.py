@@ -21,8 +21,9 @@ import torch
 from experiments import segmentation as experiment
 from research.core import optimizers
 from research.core.errors import InputError
+from research.core.inference import PartialPredictions
 from research.core.train_state import TrainState
-from research.vision import augment_joint, canvases, masks, pretrained, resnet, segmentation, unet
+from research.vision import augment_joint, canvases, masks, pretrained, resnet, segmentation, segmenter, unet
 
 from test_pretrained import _torch_model  # a torchvision-layout ResNet with random weights and BN statistics
 
@@ -403,12 +404,17 @@ def test_predict_writes_a_mask_png_per_image_at_its_size(trained_run, tmp_path, 
     PIL.Image.fromarray(images[3, ..., 0]).resize((80, 70)).save(folder / "bigger.png")
     (folder / "broken.png").write_bytes(b"not a png")
     out = tmp_path / "masks"
-    with pytest.raises(InputError, match="1 of 5 files could not be read .*broken.png"):
+    assert experiment.CAPABILITIES.predict_writes_folder
+    with pytest.raises(PartialPredictions, match="1 of 5 files could not be read .*broken.png") as raised:
         # As scripts/predict.py calls it: the run's config read back from JSON.
         experiment.predict(ml_collections.ConfigDict(json.loads(config.to_json_best_effort())), workdir,
                            str(folder), str(out))
     written = sorted(os.listdir(out))
     assert written == ["bigger.png", "canvas0.png", "canvas1.png", "canvas2.png"]
+    rows = raised.value.rows  # the readable images' masks, described
+    assert [os.path.basename(row["mask"]) for row in rows] == written
+    assert [(row["width"], row["height"]) for row in rows] == [(80, 70)] + [(64, 64)] * 3
+    assert all(os.path.basename(row["file"]) == os.path.basename(row["mask"]) for row in rows)
     assert PIL.Image.open(out / "bigger.png").size == (80, 70)
     mask = np.asarray(PIL.Image.open(out / "canvas0.png"))
     assert mask.shape == (64, 64) and mask.max() <= 10
@@ -434,12 +440,12 @@ def test_pets_preset_reads_tfds_trimaps(monkeypatch):
     config.update(weights="")
     config.data.image_size = 32
     with tfds.testing.mock_data(as_data_source_fn=records, policy=tfds.testing.MockPolicy.USE_CODE):
-        data = experiment.load_data(config)
+        data = segmenter.load_data(config)
     assert data.class_names == ("background", "pet")
     assert data.train.images.shape == (9, 32, 32, 3) and len(data.valid.images) == 1 and len(data.test.images) == 10
     assert set(np.unique(data.train.masks)) == {0, 1, V}  # the border is void
     np.testing.assert_allclose(data.mean, [0.485, 0.456, 0.406])
-    model = experiment.make_model(config, 2, frozen_groups=2)
+    model = segmenter.make_model(config, 2, frozen_groups=2)
     assert model.layer_groups()[0].startswith("^encoder/(conv1|bn1|layer1")
     x = jnp.zeros((1, 32, 32, 3))
     variables = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), x)

@@ -11,7 +11,7 @@ import pytest
 
 from experiments import fashion_mnist as lesson1
 from research.core import classification, sharding
-from research.vision import augment, image_sources, pipeline
+from research.vision import augment, classifier, image_sources, pipeline
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def trained(tfds_dir):
                                        "model.stem_width": 8, "model.stage_widths": (8, 16, 32)})
     mesh = sharding.make_mesh()
     data = image_sources.load_image_data(config.data, config.data_dir)
-    run = lesson1.setup(config, mesh, data)
+    run = classifier.setup_on(config, mesh, classifier.Recipe(), data)
     state = run.create_state(run.make_tx(1e-2, 40), jax.random.key(0))
     step = jax.jit(run.train_step)
     for i in range(40):
@@ -52,7 +52,7 @@ def test_test_accuracy_tta_equals_predictions_mixed_by_hand(trained, beta):
     config, mesh, data, state = trained
     config = config.copy_and_resolve_references()
     config.tta_beta = beta
-    scores = lesson1.score_test(config, state, data, mesh)
+    scores = classifier.score_test(config, state, data, mesh)
 
     images, labels = data.test.images, data.test.labels
     plain = functools.partial(pipeline.predict_probabilities, classification.predict, state,
