@@ -34,17 +34,6 @@ def wide_head_model(config, num_classes: int):
 RECIPE = classifier.Recipe(make_model=wide_head_model)
 
 
-def setup(config, mesh) -> experiment.Setup:
-    return classifier.setup(config, mesh, RECIPE)
-
-
-def train_and_evaluate(config, workdir: str) -> dict:
-    return classifier.train_and_evaluate(config, workdir, RECIPE)
-
-
-def train_and_evaluate_seeds(config, workdir: str, num_seeds: int) -> dict:
-    return classifier.train_and_evaluate_seeds(config, workdir, RECIPE, num_seeds)
-
-
-def predict(config, workdir: str, input_path: str) -> list[dict]:
-    return classifier.predict(config, workdir, input_path, RECIPE)
+# The contract's entry points: the lesson-1 recipe's, with this experiment's hooks.
+setup, predict = RECIPE.setup, RECIPE.predict
+train_and_evaluate, train_and_evaluate_seeds = RECIPE.train_and_evaluate, RECIPE.train_and_evaluate_seeds

@@ -53,13 +53,5 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     return c
 
 
-def setup(config, mesh) -> experiment.Setup:
-    return multilabel_recipe.setup(config, mesh)
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    return multilabel_recipe.train_and_evaluate(config, workdir)
-
-
-def predict(config, workdir: str, input_path: str) -> list[dict]:
-    return multilabel_recipe.predict(config, workdir, input_path)
+# The contract's entry points: the recipe's own.
+setup, train_and_evaluate, predict = multilabel_recipe.setup, multilabel_recipe.train_and_evaluate, multilabel_recipe.predict

@@ -76,13 +76,5 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     return c
 
 
-def setup(config, mesh) -> experiment.Setup:
-    return transfer.setup(config, mesh)
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    return transfer.train_and_evaluate(config, workdir)
-
-
-def predict(config, workdir: str, input_path: str) -> list[dict]:
-    return transfer.predict(config, workdir, input_path)
+# The contract's entry points: the recipe's own.
+setup, train_and_evaluate, predict = transfer.setup, transfer.train_and_evaluate, transfer.predict

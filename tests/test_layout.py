@@ -6,11 +6,15 @@
 - research/ has a handful of top-level entries and the README stays a front door."""
 
 import ast
+import importlib
+import inspect
 import pathlib
+import types
 
 import pytest
 
 from conftest import REPO_ROOT
+from research.core.experiment import Capabilities
 
 ROOT = pathlib.Path(REPO_ROOT)
 AREAS = ("vision", "text", "tabular", "collab")
@@ -56,19 +60,24 @@ def dependency_errors(path: pathlib.Path, tree: ast.AST) -> list[str]:
     return errors
 
 
+def _is_ours(module: str) -> bool:
+    """A module of the project's packages, or another test module (tests import helpers from each other)."""
+    return module.split(".")[0] in PROJECT_PACKAGES or module.startswith(("test_", "conftest"))
+
+
 def private_name_errors(tree: ast.AST) -> list[str]:
     """Underscore names of the project's other modules used here: `from m import _x` or `m._x` where `m` was
     imported from research, experiments or scripts."""
     errors, project_aliases = [], set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in PROJECT_PACKAGES:
+        if isinstance(node, ast.ImportFrom) and node.module and _is_ours(node.module):
             for alias in node.names:
                 if alias.name.startswith("_"):
                     errors.append(f"from {node.module} import {alias.name}")
                 project_aliases.add(alias.asname or alias.name)
         elif isinstance(node, ast.Import):
             for alias in node.names:
-                if alias.name.split(".")[0] in PROJECT_PACKAGES:
+                if _is_ours(alias.name):
                     project_aliases.add(alias.asname or alias.name.split(".")[0])
     for node in ast.walk(tree):
         if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
@@ -77,28 +86,27 @@ def private_name_errors(tree: ast.AST) -> list[str]:
     return errors
 
 
-def contract_errors(path: pathlib.Path, tree: ast.Module) -> list[str]:
-    """An experiment module's contract: the four entry points, setup(config, mesh), CAPABILITIES declaring the
-    optional ones it has (and only those), a docstring with its command, at most 200 lines."""
+def contract_errors(path: pathlib.Path, module) -> list[str]:
+    """An experiment module's contract: the four entry points (functions, or a recipe's bound methods),
+    setup(config, mesh), CAPABILITIES declaring the optional ones it has (and only those), a docstring with its
+    command, at most 200 lines."""
     errors = []
-    functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
     for name in ("get_config", "setup", "train_and_evaluate", "predict"):
-        if name not in functions:
+        if not callable(getattr(module, name, None)):
             errors.append(f"no {name}")
-    if "setup" in functions and [a.arg for a in functions["setup"].args.args] != ["config", "mesh"]:
-        errors.append("setup's arguments are not (config, mesh)")
-    declared = None
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "CAPABILITIES" for t in node.targets):
-            declared = {k.arg: k.value.value for k in node.value.keywords if isinstance(k.value, ast.Constant)}
-    if declared is None:
+    if callable(getattr(module, "setup", None)):
+        if list(inspect.signature(module.setup).parameters) != ["config", "mesh"]:
+            errors.append("setup's arguments are not (config, mesh)")
+    capabilities = getattr(module, "CAPABILITIES", None)
+    if not isinstance(capabilities, Capabilities):
         errors.append("no CAPABILITIES")
     else:
         for capability, function in (("seeds", "train_and_evaluate_seeds"), ("generate", "generate")):
-            if bool(declared.get(capability)) != (function in functions):
-                errors.append(f"CAPABILITIES.{capability}={bool(declared.get(capability))} but {function} "
-                              f"{'is' if function in functions else 'is not'} defined")
-    if "scripts/train.py --config experiments/" not in (ast.get_docstring(tree) or ""):
+            defined = callable(getattr(module, function, None))
+            if getattr(capabilities, capability) != defined:
+                errors.append(f"CAPABILITIES.{capability}={getattr(capabilities, capability)} but {function} "
+                              f"{'is' if defined else 'is not'} defined")
+    if "scripts/train.py --config experiments/" not in (module.__doc__ or ""):
         errors.append("the docstring gives no `scripts/train.py --config experiments/...` command")
     lines = len(path.read_text().splitlines())
     if lines > 200:
@@ -118,7 +126,8 @@ def test_dependencies_point_one_way_and_private_names_stay_private(path):
 
 @pytest.mark.parametrize("path", experiment_files(), ids=lambda p: p.name)
 def test_every_experiment_keeps_the_contract(path):
-    assert contract_errors(path, _parse(path)) == []
+    module = importlib.import_module(f"experiments.{path.stem}")
+    assert contract_errors(path, module) == []
 
 
 def test_the_tree_has_the_shape_the_readme_describes():
@@ -140,9 +149,12 @@ def test_the_checks_catch_what_they_are_for(tmp_path):
     assert dependency_errors(vision_file, ast.parse("from research.core import trainer")) == []
     assert private_name_errors(ast.parse("from research.core import trainer\ntrainer._step()")) != []
     assert private_name_errors(ast.parse("from research.core.trainer import _step")) != []
+    assert private_name_errors(ast.parse("from test_pretrained import _torch_model")) != []
     assert private_name_errors(ast.parse("import numpy as np\nnp._x")) == []
     source = tmp_path / "bad.py"
     source.write_text('"""No command here."""\ndef get_config():\n    pass\ndef setup(config, mesh, data):\n    pass\n')
-    errors = contract_errors(source, _parse(source))
+    module = types.ModuleType("bad", "No command here.")
+    exec(source.read_text(), module.__dict__)
+    errors = contract_errors(source, module)
     assert {"no train_and_evaluate", "no predict", "no CAPABILITIES", "setup's arguments are not (config, mesh)"} \
         <= set(errors)

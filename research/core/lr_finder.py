@@ -239,10 +239,10 @@ def suggest(values: np.ndarray, losses: np.ndarray) -> dict[str, float]:
 
 def suggestion_curve(values: np.ndarray, losses: np.ndarray) -> np.ndarray:
     """The curve the suggestions are read from: running median, then zero-phase smoothing (finite losses)."""
-    return smooth_zero_phase(median_filter(losses), _beta_for(values))
+    return smooth_zero_phase(median_filter(losses), beta_for(values))
 
 
-def _beta_for(values: np.ndarray) -> float:
+def beta_for(values: np.ndarray) -> float:
     """Smoothing of about a quarter of a decade each way, whatever the sweep's density."""
     steps_per_decade = (len(values) - 1) / max(np.log10(values[-1] / values[0]), 1e-9)
     return 1.0 - 1.0 / max(1.0, steps_per_decade / 4)

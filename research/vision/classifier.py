@@ -49,6 +49,19 @@ class Recipe(NamedTuple):
     make_model: Callable[[ml_collections.ConfigDict, int], nn.Module] = resnet_model
     make_tx: Callable[[ml_collections.ConfigDict, float, int], optax.GradientTransformation] = one_cycle_tx
 
+    # The experiment contract's entry points for this variant (an experiment binds them: `setup = RECIPE.setup`).
+    def setup(self, config, mesh) -> experiment.Setup:
+        return setup(config, mesh, self)
+
+    def train_and_evaluate(self, config, workdir: str, stop_at: int | None = None) -> dict:
+        return train_and_evaluate(config, workdir, self, stop_at)
+
+    def train_and_evaluate_seeds(self, config, workdir: str, num_seeds: int) -> dict:
+        return train_and_evaluate_seeds(config, workdir, self, num_seeds)
+
+    def predict(self, config, workdir: str, input_path: str) -> list[dict]:
+        return predict(config, workdir, input_path, self)
+
 
 def get_config(preset: str, experiment_file: str) -> ml_collections.ConfigDict:
     """Lesson 1's config (presets "cpu" and "long"), the keys of experiments/fashion_mnist.py."""

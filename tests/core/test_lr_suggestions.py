@@ -40,7 +40,7 @@ HAND = {"bottom": np.sqrt(rate(9) * rate(16)), "minimum": rate(13) / 10, "steep"
 def test_the_curves_reach_the_rules_unchanged():
     """The premise of the hand computations: no smoothing at 4 rates per decade, and the median leaves
     U_CURVE as it is."""
-    assert lr_finder._beta_for(RATES) == 0.0
+    assert lr_finder.beta_for(RATES) == 0.0
     np.testing.assert_array_equal(lr_finder.suggestion_curve(RATES, U_CURVE), U_CURVE)
 
 

@@ -102,7 +102,7 @@ class TorchResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-def _torch_model(layers, seed, block=TorchBasicBlock, conv_scale=1.0):
+def make_torch_resnet(layers, seed, block=TorchBasicBlock, conv_scale=1.0):
     """Random weights, BatchNorm scale/bias away from 1/0 and running statistics from a few training-mode
     forwards. `conv_scale` shrinks every conv kernel, so the running variances are small, as in many layers of
     real ImageNet models: then BatchNorm's epsilon matters and a wrong one shows."""
@@ -124,7 +124,7 @@ def _torch_model(layers, seed, block=TorchBasicBlock, conv_scale=1.0):
 
 @pytest.fixture(scope="module")
 def torch_resnet18(tmp_path_factory):
-    model = _torch_model((2, 2, 2, 2), seed=0)
+    model = make_torch_resnet((2, 2, 2, 2), seed=0)
     path = str(tmp_path_factory.mktemp("weights") / "resnet18.pth")
     torch.save(model.state_dict(), path)
     return model, path
@@ -168,7 +168,7 @@ def test_resnet18_torch_checkpoint_matches_pytorch_forward(torch_resnet18):
 
 
 def test_resnet34_torch_checkpoint_matches_pytorch_forward(tmp_path):
-    torch_model = _torch_model((3, 4, 6, 3), seed=1)
+    torch_model = make_torch_resnet((3, 4, 6, 3), seed=1)
     path = str(tmp_path / "resnet34.pt")
     torch.save({"state_dict": torch_model.state_dict(), "epoch": 3}, path)  # a training checkpoint's layout
     model, variables = _ours(resnet.resnet34, path)
@@ -406,7 +406,7 @@ TOLERANCE = 5e-4  # max abs difference of the logits between PyTorch and us (mea
 def resnet50_pair(tmp_path_factory):
     """A torchvision-layout ResNet-50 with small conv weights (running variances ~1e-2, where BatchNorm's
     epsilon counts), saved with torch.save, and ours loaded from the file."""
-    torch_model = _torch_model((3, 4, 6, 3), seed=2, block=TorchBottleneck, conv_scale=0.1)
+    torch_model = make_torch_resnet((3, 4, 6, 3), seed=2, block=TorchBottleneck, conv_scale=0.1)
     path = str(tmp_path_factory.mktemp("weights") / "resnet50.pth")
     torch.save(torch_model.state_dict(), path)
     model, variables = _ours(resnet.resnet50, path)

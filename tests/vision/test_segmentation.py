@@ -25,7 +25,7 @@ from research.core.inference import PartialPredictions
 from research.core.train_state import TrainState
 from research.vision import augment_joint, canvases, masks, pretrained, resnet, segmentation, segmenter, unet
 
-from test_pretrained import _torch_model  # a torchvision-layout ResNet with random weights and BN statistics
+from test_pretrained import make_torch_resnet  # a torchvision-layout ResNet with random weights and BN statistics
 
 V = segmentation.IGNORE_INDEX
 
@@ -210,7 +210,7 @@ def test_pretrained_encoder_features_equal_the_classifiers(tmp_path):
     """torchvision-layout ResNet-18 weights (random, with non-trivial BatchNorm statistics) saved by torch and
     loaded both into the classifier and into the U-Net's encoder: the same feature map on the same image."""
     path = str(tmp_path / "resnet18.pth")
-    torch.save(_torch_model((2, 2, 2, 2), seed=0).state_dict(), path)
+    torch.save(make_torch_resnet((2, 2, 2, 2), seed=0).state_dict(), path)
     image = jnp.asarray(np.random.default_rng(1).normal(size=(2, 64, 64, 3)), jnp.float32)
     classifier = resnet.resnet18(num_classes=10, head=FeatureMap)
     shapes = jax.eval_shape(functools.partial(classifier.init, train=False), jax.random.key(0), image)
