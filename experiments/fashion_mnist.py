@@ -11,8 +11,8 @@ Predict for new images with the trained run:
   .venv/bin/python scripts/predict.py --workdir runs/fashion_mnist --input DIR_OR_CSV --output predictions.csv
 
 Reaches (README "Results" has the times and the machine): the cpu preset, 3 epochs on 54k images (6k held out to
-validate), suggested rate 8.77e-3: validation 92.60%, test 92.43% (92.40% with TTA), 166 s of training, 213 s for
-the whole run on the idle 2-core CPU. The long preset (15 epochs, flips and crops; measured before the CPU
+validate), suggested rate 8.77e-3: validation 92.53%, test 92.28% (92.31% with TTA), re-run 2026-12-03; about
+3.5 minutes for the whole run on the idle 2-core CPU (docs/vision.md). The long preset (15 epochs, flips and crops; measured before the CPU
 convolution gradients of research/vision/conv.py): validation 94.08%, test 93.35% (93.57% with TTA), 811 s of
 training.
 

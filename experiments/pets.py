@@ -108,7 +108,7 @@ def setup_on(config, mesh, data: image_sources.ImageData) -> experiment.Setup:
         create_state=create_state,
         make_tx=lambda peak_lr, total_steps: experiment.one_cycle_optimizer(config, peak_lr, total_steps,
                                                                             frozen=groups[:2]),
-        train_step=classification.make_train_step(config.label_smoothing),
+        train_step=classification.make_train_step(config.label_smoothing), eval_step=classification.eval_step,
         batches=image_batches(data.train.images, data.train.labels, config.batch_size, mesh, config.seed, data.mean,
                               data.std, pipeline.augment_fn(config.augment)))
 

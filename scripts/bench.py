@@ -43,33 +43,29 @@ MODELS = {
 
 # --- ours ------------------------------------------------------------------------------------------------------
 
-def _jax_resnet(name: str, batch: int):
-    import jax
-    import optax
-    from experiments import fashion_mnist
-    from research.core import classification
-    from research.vision import architectures, classifier
-    if name == "lesson1":
-        model, shape = classifier.resnet_model(fashion_mnist.get_config(), 10), (batch, 28, 28, 1)
-    else:
-        arch, size = name.split("_")
-        model, shape = architectures.imagenet_resnet(arch, 10), (batch, int(size), int(size), 3)
-    batch_data = {"image": jax.random.normal(jax.random.key(1), shape),
-                  "label": jax.random.randint(jax.random.key(2), (batch,), 0, 10)}
-    return model, shape, batch_data, classification.make_train_step(0.1), optax.adamw(1e-3)
-
-
-def jax_step(name: str, batch: int):
-    """A zero-argument function running one of our jitted train steps (state donated) and blocking."""
+def jax_parts(name: str, batch: int, mixed_precision: bool = False):
+    """(train_step, state, batch, rng) of one of our models on random data: what `jax_step` times and
+    scripts/predict_costs.py analyses. `mixed_precision`: bfloat16 compute for the image models (float32
+    weights, BatchNorm statistics and loss); the others have no such option and stay float32."""
     import jax
     import jax.numpy as jnp
     import optax
-    from research.core import sharding, trainer
     from research.core import steps
     from research.core.train_state import TrainState, create_train_state
+    dtype = jnp.bfloat16 if mixed_precision else jnp.float32
     if name == "lesson1" or name.startswith("resnet"):
-        model, shape, batch_data, train_step, tx = _jax_resnet(name, batch)
-        state = create_train_state(model, tx, jax.random.key(0), (1, *shape[1:]))
+        from experiments import fashion_mnist
+        from research.core import classification
+        from research.vision import architectures
+        if name == "lesson1":
+            model, shape = architectures.small_resnet(fashion_mnist.get_config().model, 10, dtype), (batch, 28, 28, 1)
+        else:
+            arch, size = name.split("_")
+            model, shape = architectures.imagenet_resnet(arch, 10, dtype=dtype), (batch, int(size), int(size), 3)
+        batch_data = {"image": jax.random.normal(jax.random.key(1), shape),
+                      "label": jax.random.randint(jax.random.key(2), (batch,), 0, 10)}
+        state = create_train_state(model, optax.adamw(1e-3), jax.random.key(0), (1, *shape[1:]))
+        train_step = classification.make_train_step(0.1)
     elif name == "unet":
         from experiments import segmentation as segmentation_experiment
         from research.vision import segmentation, segmenter, unet
@@ -81,8 +77,8 @@ def jax_step(name: str, batch: int):
                       "pixel_labels": jax.random.randint(jax.random.key(2), (batch, 64, 64), 0, 11)}
         train_step = segmentation.make_train_step()
     elif name == "tabular":
-        from research.tabular.model import TabularModel
         from research.tabular import task as tabular_task
+        from research.tabular.model import TabularModel
         cardinalities = (47, 13, 3, 3)
         cat = jnp.stack([jax.random.randint(jax.random.key(k), (batch,), 0, n)
                          for k, n in enumerate(cardinalities)], 1)
@@ -105,17 +101,25 @@ def jax_step(name: str, batch: int):
                                   tx=optax.adamw(1e-3))
         train_step = steps.make_train_step(recipe.TASK)
     elif name == "char_rnn":
-        from scripts.benchmark_lstm import jax_step as lstm_step
-        return lstm_step(batch, 128, 256, 2, 100, 64)
+        from scripts.benchmark_lstm import jax_parts as lstm_parts
+        train_step, state, batch_data = lstm_parts(batch, 128, 256, 2, 100, 64)
     else:
         raise ValueError(name)
+    return train_step, state, batch_data, jax.random.key(0)
+
+
+def jax_step(name: str, batch: int):
+    """A zero-argument function running one of our jitted train steps (state donated) and blocking."""
+    import jax
+    from research.core import sharding, trainer
+    train_step, state, batch_data, rng = jax_parts(name, batch)
     mesh = sharding.make_mesh(1)
     state = jax.device_put(state, sharding.state_shardings(state, mesh))  # placed as the trainer places it
     step = trainer.jit_train_step(train_step, state, mesh)
     holder = {"state": state}
 
     def run():
-        holder["state"], metrics = step(holder["state"], batch_data, jax.random.key(0))
+        holder["state"], metrics = step(holder["state"], batch_data, rng)
         jax.block_until_ready(metrics)
 
     return run

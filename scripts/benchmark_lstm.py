@@ -31,14 +31,15 @@ def _time(step, steps: int) -> tuple[float, float]:
     return (time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps
 
 
-def jax_step(B, T, H, L, V, E):
+def jax_parts(B, T, H, L, V, E):
+    """(train_step, state, batch) of our character LSTM LM on random tokens."""
     import jax
     import jax.numpy as jnp
     import optax
-    from research.text.char_rnn import CharRNN
-    from research.text import language_model
     from research.core import steps
     from research.core.train_state import TrainState
+    from research.text import language_model
+    from research.text.char_rnn import CharRNN
     model = CharRNN(V, E, (H,) * L, "lstm")
     tokens = jax.random.randint(jax.random.key(0), (B, T), 0, V)
     batch = {"input": tokens, "target": jnp.roll(tokens, -1, 1), "token_mask": jnp.ones((B, T), bool),
@@ -46,7 +47,13 @@ def jax_step(B, T, H, L, V, E):
     variables = jax.jit(lambda rng: model.init(rng, tokens, batch["reset"], batch["token_mask"]))(jax.random.key(0))
     state = TrainState.create(apply_fn=model.apply, params=variables["params"], batch_stats={},
                               tx=optax.adam(1e-3), carry=model.initial_carry(B))
-    train_step = jax.jit(steps.make_train_step(language_model.task()), donate_argnums=0)
+    return steps.make_train_step(language_model.task()), state, batch
+
+
+def jax_step(B, T, H, L, V, E):
+    import jax
+    train_step, state, batch = jax_parts(B, T, H, L, V, E)
+    train_step = jax.jit(train_step, donate_argnums=0)
     holder = {"state": state}
 
     def step():

@@ -77,7 +77,8 @@ def setup_on(config, mesh, data: ratings.RatingsData) -> experiment.Setup:
     return experiment.Setup(
         create_state=create_state_fn(config, data.maps),
         make_tx=lambda peak_lr, total_steps: experiment.one_cycle_optimizer(config, peak_lr, total_steps),
-        train_step=steps.make_train_step(TASK), batches=ArrayBatches(data.train, config.batch_size, mesh, config.seed))
+        train_step=steps.make_train_step(TASK), batches=ArrayBatches(data.train, config.batch_size, mesh, config.seed),
+        eval_step=steps.make_eval_step(TASK))
 
 
 def epoch_setup(config, run: experiment.Setup) -> experiment.Setup:

@@ -51,11 +51,15 @@ class Setup(NamedTuple):
         injected rate when total_steps is 0 (what the range test sweeps).
     train_step(state, batch, rng) -> (state, summed metrics).
     batches: the training batch source (`batch(step)`, `batch_traceable(step, stream)`, `steps_per_epoch`).
+    eval_step(state, batch) -> summed metrics, in evaluation mode, on a batch shaped like `batches`' (what the
+        evaluators run after their own preparation, e.g. normalising uint8 images); tests/test_export.py lowers
+        it with the train step for every platform.
     """
     create_state: Callable[[optax.GradientTransformation, jax.Array], TrainState]
     make_tx: Callable[[float, int], optax.GradientTransformation]
     train_step: Callable
     batches: object
+    eval_step: Callable | None = None
 
 
 def optimizer(config, learning_rate, momentum=0.9, **groups) -> optax.GradientTransformation:

@@ -68,7 +68,8 @@ def setup_on(config, mesh, data: dataset.TableData) -> experiment.Setup:
     return experiment.Setup(
         create_state=create_state_fn(config, data.prep),
         make_tx=lambda peak_lr, total_steps: experiment.one_cycle_optimizer(config, peak_lr, total_steps),
-        train_step=steps.make_train_step(task_of(data.prep)), batches=batches)
+        train_step=steps.make_train_step(task_of(data.prep)), batches=batches,
+        eval_step=steps.make_eval_step(task_of(data.prep)))
 
 
 def setup(config, mesh) -> experiment.Setup:

@@ -116,7 +116,8 @@ class Recipe(NamedTuple):
         return experiment.Setup(
             create_state=create_state_fn(self.make_model(config, len(vocab)), config.batch_size, batches.window),
             make_tx=lambda peak_lr, total_steps: experiment.one_cycle_optimizer(config, peak_lr, total_steps),
-            train_step=steps.make_train_step(self.task(config)), batches=batches)
+            train_step=steps.make_train_step(self.task(config)), batches=batches,
+            eval_step=steps.make_eval_step(self.task(config)))
 
     def train_and_evaluate(self, config, workdir: str) -> dict:
         """The n-gram baseline, the fit, held-out metrics from the best checkpoint, samples and results.json."""

@@ -68,7 +68,7 @@ def setup(config, mesh) -> experiment.Setup:
     batches = BucketedBatches(ids["train"], split.train.labels, config.batch_size, config.buckets, mesh, config.seed)
     return experiment.Setup(lambda tx, rng: create_state(model, init_variables(model, rng), tx),
                             lambda peak_lr, total_steps: experiment.one_cycle_optimizer(config, peak_lr, total_steps),
-                            steps.make_train_step(classifier.task()), batches)
+                            steps.make_train_step(classifier.task()), batches, steps.make_eval_step(classifier.task()))
 
 
 def train_and_evaluate(config, workdir: str) -> dict:

@@ -99,7 +99,8 @@ def setup_on(config, mesh, recipe: Recipe, data: image_sources.ImageData) -> exp
     return experiment.Setup(
         create_state=lambda tx, rng: create_train_state(model, tx, rng, (1, *train.images.shape[1:])),
         make_tx=lambda peak_lr, total_steps: recipe.make_tx(config, peak_lr, total_steps),
-        train_step=classification.make_train_step(config.label_smoothing), batches=batches)
+        train_step=classification.make_train_step(config.label_smoothing), batches=batches,
+        eval_step=classification.eval_step)
 
 
 def train_and_evaluate(config, workdir: str, recipe: Recipe, stop_at: int | None = None) -> dict:

@@ -93,7 +93,7 @@ def stage_setup(config, mesh, train, mean, std, stage: int) -> experiment.Setup:
     return experiment.Setup(
         create_state=lambda tx, rng: create_train_state(model, tx, rng, (1, size, size, 1)),
         make_tx=lambda peak_lr, total_steps: experiment.one_cycle_optimizer(config, peak_lr, total_steps),
-        train_step=multilabel.make_train_step(),
+        train_step=multilabel.make_train_step(), eval_step=multilabel.eval_step,
         batches=image_batches(*train, config.batch_size, mesh, config.seed + stage, mean, std,
                               make_augment_fn(config, size)))
 

@@ -100,6 +100,7 @@ def setup_on(config, mesh, data: masks.MaskData) -> experiment.Setup:
         make_tx=lambda peak_lr, total_steps: experiment.one_cycle_optimizer(config, peak_lr, total_steps,
                                                                             frozen=groups),
         train_step=segmentation.make_train_step(LOSSES[config.loss]),
+        eval_step=segmentation.make_eval_step(flip_tta=config.tta),
         batches=ArrayBatches(arrays(data.train), config.batch_size, mesh, config.seed,
                              augment_joint.transform(data.mean, data.std, config.augment)))
 

@@ -83,7 +83,7 @@ def setup_on(config, mesh, source_train) -> experiment.Setup:
     return experiment.Setup(
         create_state=lambda tx, rng: create_train_state(model, tx, rng, input_shape),
         make_tx=lambda peak_lr, total_steps: experiment.one_cycle_optimizer(config, peak_lr, total_steps),
-        train_step=classification.make_train_step(p.label_smoothing),
+        train_step=classification.make_train_step(p.label_smoothing), eval_step=classification.eval_step,
         batches=image_batches(*source_train, p.batch_size, mesh, config.seed, MEAN, STD,
                               functools.partial(augment.augment, flip=p.flip, crop_padding=p.crop_padding)))
 

@@ -1,0 +1,208 @@
+"""Every experiment's train and eval steps, as `setup(config, mesh)` gives them on a mesh of 8 (CPU) devices, are
+exported with `jax.export` for `cuda`, `tpu` and `cpu` at small sizes, and checked:
+- lowering succeeds for each platform (no op without a GPU/TPU lowering, no host callback);
+- the `cuda`/`tpu` modules hold lax's plain convolutions and flax's max-pool, not the CPU forms
+  (research/vision/conv.py, pooling.py): as many stablehlo.convolution ops as the plain program has;
+- no float64 anywhere; the state (parameters, optimizer state, BatchNorm statistics) stays float32 under
+  mixed precision while the convolutions run in bfloat16;
+- the shardings are the intended ones: the batch split over the data axis, the state replicated (data
+  parallel) or its large arrays split over the fsdp axis (FSDP).
+Run as a script, this file is the worker (`python tests/test_export.py TFDS_DIR OUT_JSON`), in a process with 8
+CPU devices."""
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMEOUT = 1500
+
+# (experiment, preset, small overrides, fsdp devices, mock TFDS data). A 64-example batch splits over 8 devices.
+# fortunes_classifier is not here: its setup reads a trained language model's workdir; its encoder is
+# fortunes_lm's AWD-LSTM, exported below, and tests/text trains and runs it end to end.
+IMAGES = {"data.train_examples": 600, "data.test_examples": 100, "batch_size": 64, "eval_batch_size": 64}
+CASES = [
+    ("fashion_mnist", "cpu", IMAGES, 1, False),
+    ("fashion_mnist", "long", {**IMAGES, "mixed_precision": True}, 2, False),
+    ("fashion_mnist_sgdr", "cpu", IMAGES, 1, False),
+    ("fashion_mnist_wide_head", "cpu", IMAGES, 1, False),
+    ("fashion_mosaics_multilabel", "small", {"batch_size": 64}, 1, False),
+    ("fashion_transfer", "cpu", {"train_examples": 3000, "test_examples": 100}, 1, False),
+    ("pets", "default", {"weights": "", "data.image_size": 64, "batch_size": 16, "eval_batch_size": 16}, 1, True),
+    ("segmentation", "default", {"data.canvases": "small", "batch_size": 16, "eval_batch_size": 16}, 1, False),
+    # The pets preset's model (a U-Net over an ImageNet ResNet-34) on the canvases: TFDS's mock pets trimaps do
+    # not match their images' sizes, which the loader refuses.
+    ("segmentation", "default", {"data.canvases": "small", "model.arch": "resnet34", "batch_size": 16,
+                                 "eval_batch_size": 16}, 1, False),
+    ("sales_tabular", "txhousing", {"batch_size": 64}, 1, False),
+    ("movielens", "dot", {"batch_size": 64}, 1, False),
+    ("movielens", "net", {"batch_size": 64}, 1, False),
+    ("fortunes_lm", "cpu", {"batch_size": 16, "bptt": 16}, 1, False),
+    ("fortunes_lm", "long", {"batch_size": 16, "bptt": 16}, 2, False),
+    ("char_rnn", "cpu", {"batch_size": 16, "bptt": 16}, 1, False),
+]
+PLATFORMS = ("cpu", "cuda", "tpu")
+
+
+def case_key(name: str, preset: str, overrides: dict) -> str:
+    return f"{name}:{preset}" + (f"({overrides['model.arch']})" if "model.arch" in overrides else "")
+
+
+def _configure(module, preset, overrides, fsdp, tfds_dir):
+    config = module.get_config(preset)
+    with config.unlocked():
+        for key, value in overrides.items():
+            *parents, leaf = key.split(".")
+            node = config
+            for parent in parents:
+                node = node[parent]
+            node[leaf] = value
+        if "data_dir" in config:
+            config.data_dir = tfds_dir
+        config.fsdp_devices = fsdp
+    return config
+
+
+def export_case(name, preset, overrides, fsdp, tfds_dir) -> dict:
+    """Lowers one experiment's jitted train step (as the trainer jits it) and eval step for every platform."""
+    import importlib
+
+    import jax
+    import numpy as np
+    from jax import export
+
+    from research.core import sharding, trainer
+    module = importlib.import_module(f"experiments.{name}")
+    config = _configure(module, preset, overrides, fsdp, tfds_dir)
+    mesh = sharding.make_mesh(None, fsdp)
+    run = module.setup(config, mesh)
+    state = run.create_state(run.make_tx(1e-3, 100), jax.random.key(0))
+    state = jax.device_put(state, sharding.state_shardings(state, mesh))
+    batch = run.batches.batch(0)
+    train = trainer.jit_train_step(run.train_step, state, mesh)
+    evaluate = jax.jit(run.eval_step)
+    result = {"kernels": sum(np.ndim(leaf) == 4 for leaf in jax.tree.leaves(state.params)),
+              "state_dtypes": sorted({str(leaf.dtype) for leaf in jax.tree.leaves(state)
+                                      if jax.dtypes.issubdtype(leaf.dtype, np.floating)})}
+    for platform in PLATFORMS + ("plain",):
+        with plain_kernels(platform == "plain"):  # "plain": the cpu lowering with the CPU forms replaced
+            exported = export.export(train, platforms=["cpu" if platform == "plain" else platform])(
+                state, batch, jax.random.key(1))
+            eval_text = export.export(evaluate, platforms=["cpu" if platform == "plain" else platform])(
+                state, batch).mlir_module()
+        text = exported.mlir_module()
+        new_state = exported.out_avals[:len(jax.tree.leaves(state))]
+        result[platform] = {
+            "convolutions": text.count("stablehlo.convolution"),
+            "select_and_scatter": "stablehlo.select_and_scatter" in text,
+            "bf16_convolutions": len(re.findall(r"stablehlo\.convolution.*bf16", text)),
+            "f64": "f64" in text, "callback": "callback" in text.lower(),
+            "new_state_dtypes": sorted({str(a.dtype) for a in new_state
+                                        if jax.dtypes.issubdtype(a.dtype, np.floating)}),
+            "eval_convolutions": eval_text.count("stablehlo.convolution"),
+        }
+    axes = argument_axes(text)
+    leaves = len(jax.tree.leaves(state))
+    assert len(axes) == leaves + len(jax.tree.leaves(batch)) + 1, len(axes)
+    result["state_axes"] = sorted({",".join(a) for a in axes[:leaves]})
+    result["batch_axes"] = sorted({",".join(a) for a in axes[leaves:-1]})
+    return result
+
+
+@contextlib.contextmanager
+def plain_kernels(on: bool):
+    """With `on`, the CPU branch of conv.py and pooling.py replaced by the GPU/TPU one (lax's convolution,
+    flax's max-pool): the reference program that the cuda and tpu exports must match."""
+    from jax import lax
+
+    from research.vision import conv, pooling
+    saved = conv.cpu_conv, pooling.slice_max_pool
+    if on:
+        conv.cpu_conv = lambda lhs, rhs, **conv_args: lax.conv_general_dilated(lhs, rhs, **conv_args)
+        pooling.slice_max_pool = pooling.plain_max_pool
+    try:
+        yield
+    finally:
+        conv.cpu_conv, pooling.slice_max_pool = saved
+
+
+def argument_axes(module_text: str) -> list[list[str]]:
+    """For each argument of the exported main function, the mesh axes its sharding splits it over (Shardy's
+    `sdy.sharding` attributes; none: replicated)."""
+    signature = next(line for line in module_text.splitlines() if "func.func public @main" in line)
+    signature = signature.split(") -> (")[0]
+    chunks = re.split(r"%arg\d+: ", signature)[1:]
+    return [sorted(set(re.findall(r'"(\w+)"', chunk.split("sdy.sharding<@mesh, ", 1)[1].split(">", 1)[0])))
+            if "sdy.sharding<@mesh, " in chunk else [] for chunk in chunks]
+
+
+def worker(tfds_dir: str, out_path: str) -> None:
+    import tensorflow_datasets as tfds
+    results = {}
+    for name, preset, overrides, fsdp, mock in CASES:
+        key = case_key(name, preset, overrides)
+        try:
+            if mock:
+                with tfds.testing.mock_data(num_examples=32, policy=tfds.testing.MockPolicy.USE_CODE):
+                    results[key] = export_case(name, preset, overrides, fsdp, tfds_dir)
+            else:
+                results[key] = export_case(name, preset, overrides, fsdp, tfds_dir)
+        except Exception as e:  # reported per case, so one failure names itself and the others still run
+            results[key] = {"error": f"{type(e).__name__}: {e}"[:2000]}
+        print(key, "error" if "error" in results[key] else "ok", flush=True)
+    with open(out_path, "w") as f:
+        json.dump(results, f, indent=1)
+
+
+@pytest.fixture(scope="module")
+def exported(tfds_dir, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("export") / "export.json")
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "PYTHONPATH": REPO_ROOT}
+    run = subprocess.run([sys.executable, os.path.abspath(__file__), tfds_dir, out], capture_output=True, text=True,
+                         env=env, timeout=TIMEOUT, cwd=REPO_ROOT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    with open(out) as f:
+        return json.load(f)
+
+
+@pytest.mark.parametrize("case", [case_key(*c[:3]) for c in CASES])
+def test_steps_lower_for_every_platform_with_the_plain_kernels(exported, case):
+    r = exported[case]
+    assert "error" not in r, r.get("error")
+    for platform in PLATFORMS:
+        assert not r[platform]["f64"] and not r[platform]["callback"], platform
+    for platform in ("cuda", "tpu"):  # the plain program's convolutions and max-pools, no CPU form
+        for key in ("convolutions", "eval_convolutions", "select_and_scatter"):
+            assert r[platform][key] == r["plain"][key], (platform, key, r[platform][key], r["plain"][key])
+    if r["kernels"] and r["plain"]["convolutions"] > r["kernels"]:  # a trained image model: the CPU forms are used
+        assert r["cpu"]["convolutions"] < r["plain"]["convolutions"]
+
+
+def test_mixed_precision_keeps_the_state_float32_and_convolves_in_bfloat16(exported):
+    r = exported["fashion_mnist:long"]  # mixed precision
+    assert r["state_dtypes"] == ["float32"]
+    for platform in PLATFORMS:
+        assert r[platform]["new_state_dtypes"] == ["float32"], platform
+    assert r["cuda"]["bf16_convolutions"] > 0 and exported["fashion_mnist:cpu"]["cuda"]["bf16_convolutions"] == 0
+
+
+@pytest.mark.parametrize("case", [case_key(*c[:3]) for c in CASES])
+def test_shardings_are_data_parallel_or_fsdp_as_configured(exported, case):
+    r = exported[case]
+    assert "error" not in r, r.get("error")
+    fsdp = next(c[3] for c in CASES if case_key(*c[:3]) == case)
+    assert r["batch_axes"] == (["data,fsdp"] if fsdp > 1 else ["data"]), r["batch_axes"]  # every batch array split
+    if fsdp > 1:
+        assert r["state_axes"] == ["", "fsdp"], r["state_axes"]  # large arrays split over fsdp, small replicated
+    else:
+        assert r["state_axes"] == [""], r["state_axes"]  # data parallel: the whole state on every device
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, REPO_ROOT)
+    worker(sys.argv[1], sys.argv[2])
