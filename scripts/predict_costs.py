@@ -49,8 +49,8 @@ def analyse(name: str, batch: int) -> dict:
     """FLOPs and unfused bytes of the step lowered for cuda; argument, output and temporary bytes of the step
     compiled here."""
     import jax
-    from scripts import bench
-    step, state, batch_data, rng = bench.jax_parts(name, batch, mixed_precision=True)
+    from scripts.bench_models import jax_parts
+    step, state, batch_data, rng = jax_parts(name, batch, mixed_precision=True)
     traced = jax.jit(step).trace(state, batch_data, rng)
     cost = traced.lower(lowering_platforms=("cuda",)).cost_analysis()
     memory = traced.lower().compile().memory_analysis()
@@ -81,11 +81,12 @@ def markdown(rows: list[dict]) -> str:
     header = ("| model | batch | GFLOP per step | unfused GB | in+out GB | peak GB | max batch 16 / 80 GB | "
               + " | ".join(f"{card}: roofline ms (unfused ms)" for card in CARDS) + " |")
     lines = [header, "|" + "---|" * (7 + len(CARDS))]
+    fits = lambda n: "any" if n is None or n > 1_000_000 else str(n)  # memory per example next to nothing
     for r in rows:
         cards = " | ".join(f"{r['cards'][c]['roofline_ms']:.3g} ({r['cards'][c]['unfused_ms']:.3g})" for c in CARDS)
         lines.append(f"| {r['description']} | {r['batch']} | {r['flops'] / 1e9:.3g} | {r['unfused_bytes'] / 1e9:.3g} "
                      f"| {r['io_bytes'] / 1e9:.3g} | {r['peak_bytes'] / 1e9:.3g} | "
-                     f"{r['max_batch']['16 GB']} / {r['max_batch']['80 GB']} | {cards} |")
+                     f"{fits(r['max_batch']['16 GB'])} / {fits(r['max_batch']['80 GB'])} | {cards} |")
     return "\n".join(lines) + "\n"
 
 

@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -107,10 +108,10 @@ def export_case(name, preset, overrides, fsdp, tfds_dir) -> dict:
             "eval_convolutions": eval_text.count("stablehlo.convolution"),
         }
     axes = argument_axes(text)
-    leaves = len(jax.tree.leaves(state))
-    assert len(axes) == leaves + len(jax.tree.leaves(batch)) + 1, len(axes)
-    result["state_axes"] = sorted({",".join(a) for a in axes[:leaves]})
-    result["batch_axes"] = sorted({",".join(a) for a in axes[leaves:-1]})
+    result["state_axes"] = sorted({",".join(a) for name, a in axes
+                                   if name.startswith("state") and not name.startswith("state.carry")})
+    result["carry_axes"] = sorted({",".join(a) for name, a in axes if name.startswith("state.carry")})
+    result["batch_axes"] = sorted({",".join(a) for name, a in axes if name.startswith("batch")})
     return result
 
 
@@ -118,34 +119,39 @@ def export_case(name, preset, overrides, fsdp, tfds_dir) -> dict:
 def plain_kernels(on: bool):
     """With `on`, the CPU branch of conv.py and pooling.py replaced by the GPU/TPU one (lax's convolution,
     flax's max-pool): the reference program that the cuda and tpu exports must match."""
+    import jax
     from jax import lax
 
     from research.vision import conv, pooling
+    if not on:
+        yield
+        return
     saved = conv.cpu_conv, pooling.slice_max_pool
-    if on:
-        conv.cpu_conv = lambda lhs, rhs, **conv_args: lax.conv_general_dilated(lhs, rhs, **conv_args)
-        pooling.slice_max_pool = pooling.plain_max_pool
+    conv.cpu_conv = lambda lhs, rhs, **conv_args: lax.conv_general_dilated(lhs, rhs, **conv_args)
+    pooling.slice_max_pool = pooling.plain_max_pool
+    jax.clear_caches()  # jit's cached traces hold the CPU branch
     try:
         yield
     finally:
         conv.cpu_conv, pooling.slice_max_pool = saved
+        jax.clear_caches()
 
 
-def argument_axes(module_text: str) -> list[list[str]]:
-    """For each argument of the exported main function, the mesh axes its sharding splits it over (Shardy's
-    `sdy.sharding` attributes; none: replicated)."""
+def argument_axes(module_text: str) -> list[tuple[str, list[str]]]:
+    """(name, mesh axes its sharding splits it over) for each argument of the exported main function that the
+    program uses (jit drops unused ones), from Shardy's `sdy.sharding` attributes and the arguments' locations
+    (`state.params[...]`, `batch['image']`, `rng`)."""
     signature = next(line for line in module_text.splitlines() if "func.func public @main" in line)
-    signature = signature.split(") -> (")[0]
-    chunks = re.split(r"%arg\d+: ", signature)[1:]
-    return [sorted(set(re.findall(r'"(\w+)"', chunk.split("sdy.sharding<@mesh, ", 1)[1].split(">", 1)[0])))
-            if "sdy.sharding<@mesh, " in chunk else [] for chunk in chunks]
+    arguments = re.findall(r"%arg\d+: tensor<[^>]*> \{sdy\.sharding = #sdy\.sharding<@mesh, (\[.*?\])>.*?\} "
+                           r"loc\(\"(.*?)\"\)", signature)
+    return [(name, sorted(set(re.findall(r'"(\w+)"', spec)))) for spec, name in arguments]
 
 
 def worker(tfds_dir: str, out_path: str) -> None:
     import tensorflow_datasets as tfds
     results = {}
     for name, preset, overrides, fsdp, mock in CASES:
-        key = case_key(name, preset, overrides)
+        key, start = case_key(name, preset, overrides), time.time()
         try:
             if mock:
                 with tfds.testing.mock_data(num_examples=32, policy=tfds.testing.MockPolicy.USE_CODE):
@@ -154,7 +160,7 @@ def worker(tfds_dir: str, out_path: str) -> None:
                 results[key] = export_case(name, preset, overrides, fsdp, tfds_dir)
         except Exception as e:  # reported per case, so one failure names itself and the others still run
             results[key] = {"error": f"{type(e).__name__}: {e}"[:2000]}
-        print(key, "error" if "error" in results[key] else "ok", flush=True)
+        print(key, "error" if "error" in results[key] else "ok", f"{time.time() - start:.1f} s", flush=True)
     with open(out_path, "w") as f:
         json.dump(results, f, indent=1)
 
@@ -196,11 +202,12 @@ def test_shardings_are_data_parallel_or_fsdp_as_configured(exported, case):
     r = exported[case]
     assert "error" not in r, r.get("error")
     fsdp = next(c[3] for c in CASES if case_key(*c[:3]) == case)
-    assert r["batch_axes"] == (["data,fsdp"] if fsdp > 1 else ["data"]), r["batch_axes"]  # every batch array split
+    assert r["batch_axes"] == ["data,fsdp"], r["batch_axes"]  # every batch array split over all devices
     if fsdp > 1:
         assert r["state_axes"] == ["", "fsdp"], r["state_axes"]  # large arrays split over fsdp, small replicated
     else:
         assert r["state_axes"] == [""], r["state_axes"]  # data parallel: the whole state on every device
+    assert r["carry_axes"] in ([], ["data,fsdp"]), r["carry_axes"]  # a recurrent carry is split like the batch
 
 
 if __name__ == "__main__":
