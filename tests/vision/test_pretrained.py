@@ -250,7 +250,7 @@ class _RunsCode:
 
 
 def test_research_pretrained_does_not_import_torch():
-    code = ("import sys, research.pretrained, research.models.resnet; "
+    code = ("import sys, research.vision.pretrained, research.vision.resnet; "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True)
 
