@@ -17,7 +17,7 @@ from experiments import fashion_transfer, pets
 from research.core import classification, optimizers
 from research.core.errors import InputError
 from research.core.train_state import TrainState
-from research.vision import resnet
+from research.vision import imagenet_classifier, resnet
 from research.vision.head import concat_pool, FastaiHead
 from research.vision.image_arrays import normalise
 
@@ -204,13 +204,13 @@ def test_pets_data_model_and_variables_on_tfds_mock_examples():
     config.update(dict(weights="", stage_sizes=(1, 1), stage_widths=(8, 16)))
     config.data.image_size = 32
     with tfds.testing.mock_data(num_examples=20, policy=tfds.testing.MockPolicy.USE_CODE):
-        data = pets.load_data(config)
+        data = imagenet_classifier.load_data(config)
     train = data.train
     assert len(train.class_names) == 37 and train.images.shape == (18, 32, 32, 3)  # 2 of 20 held out to validate
     assert len(data.valid.labels) == 2 and data.test.images.shape[0] == 20
     np.testing.assert_allclose(data.mean, [0.485, 0.456, 0.406])  # ImageNet's, for the pretrained body
-    model = pets.make_model(config, len(train.class_names))
-    variables = pets.initial_variables(config, model, (1, 32, 32, 3))
+    model = imagenet_classifier.make_model(config, len(train.class_names))
+    variables = imagenet_classifier.initial_variables(config, model, (1, 32, 32, 3))
     assert variables["params"]["head"]["dense1"]["kernel"].shape == (512, 37)
     assert variables["params"]["layer2_0"]["conv1"]["kernel"].shape == (3, 3, 8, 16)
     assert model.layer_groups()[1] == r"^(layer2_\d+)/"
@@ -220,6 +220,6 @@ def test_dogs_vs_cats_preset_reads_tfds_cats_vs_dogs():
     config = pets.get_config("dogs_vs_cats")
     config.data.image_size = 16
     with tfds.testing.mock_data(num_examples=20, policy=tfds.testing.MockPolicy.USE_CODE):
-        data = pets.load_data(config)
+        data = imagenet_classifier.load_data(config)
     assert data.class_names == data.test.class_names == ("cat", "dog")
     assert data.train.images.shape[1:] == (16, 16, 3)
