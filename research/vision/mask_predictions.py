@@ -9,7 +9,7 @@ import numpy as np
 import PIL.Image
 
 from research.core import inference, sharding
-from research.vision import masks, pipeline, segmentation, segmenter, unet
+from research.vision import masks, pipeline, segmentation, segmenter
 
 CODES_FILE = "mask_codes.json"
 BATCH_SIZE = 64
@@ -27,12 +27,10 @@ def save_preprocessing(workdir: str, data: masks.MaskData) -> None:
 def restore_model(config, workdir: str, saved: dict):
     """The run's trained state for inference: its best checkpoint by `config.checkpoint.best_metric` from
     scratch, the last SGDR cycle's (finetune/) when fine-tuned."""
-    size, channels = saved["image_size"], saved["channels"]
     model = segmenter.make_model(config, len(saved["class_names"]))
-    variables = unet.init_variables(model, jax.random.key(0), (1, size, size, channels))
     if config.weights:
-        return inference.restore_for_inference(os.path.join(workdir, "finetune"), model.apply, variables)
-    return inference.restore_for_inference(workdir, model.apply, variables, config.checkpoint.best_metric,
+        return pipeline.restore_for_prediction(os.path.join(workdir, "finetune"), model, saved)
+    return pipeline.restore_for_prediction(workdir, model, saved, config.checkpoint.best_metric,
                                            config.checkpoint.best_mode)
 
 

@@ -9,9 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax import export, lax
+from jax import export
 
-from research.vision import conv, pooling, resnet, unet
+from research.vision import pooling, resnet, unet
+from test_export import plain_kernels  # the CPU branches replaced by the GPU/TPU ones
 
 TINY_SMALL = dict(stage_sizes=(1, 1, 1), stage_widths=(32, 64, 128), stem_width=16)  # 28 -> 14 -> 7 -> 4
 
@@ -64,7 +65,7 @@ def test_gpu_and_tpu_steps_hold_plain_convolutions_and_pools(name, model, shape,
     assert "select_and_scatter" not in cpu_text
 
 
-def test_gpu_and_tpu_branches_forced_on_the_cpu_equal_the_cpu_path(monkeypatch):
+def test_gpu_and_tpu_branches_forced_on_the_cpu_equal_the_cpu_path():
     """ResNet-18 at 64 px (stem max-pool, 2x2 last stage): outputs and gradients with every CPU form against
     the same step with the CPU branch replaced by the GPU/TPU one."""
     model = resnet.resnet18(num_classes=5)
@@ -80,10 +81,8 @@ def test_gpu_and_tpu_branches_forced_on_the_cpu_equal_the_cpu_path(monkeypatch):
         return np.asarray(outputs), jax.tree.map(np.asarray, grads)
 
     cpu_outputs, cpu_grads = outputs_and_gradients()
-    monkeypatch.setattr(conv, "cpu_conv", lambda lhs, rhs, **conv_args: lax.conv_general_dilated(lhs, rhs,
-                                                                                                 **conv_args))
-    monkeypatch.setattr(pooling, "slice_max_pool", pooling.plain_max_pool)
-    plain_outputs, plain_grads = outputs_and_gradients()
+    with plain_kernels(True):
+        plain_outputs, plain_grads = outputs_and_gradients()
     assert not np.array_equal(plain_grads["conv1"]["kernel"], cpu_grads["conv1"]["kernel"])  # another program ran
     np.testing.assert_allclose(plain_outputs, cpu_outputs, rtol=1e-4, atol=1e-4)
     for (path, want), (_, got) in zip(jax.tree_util.tree_flatten_with_path(cpu_grads)[0],
