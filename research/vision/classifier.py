@@ -114,7 +114,7 @@ def train_and_evaluate(config, workdir: str, recipe: Recipe, stop_at: int | None
     run = setup_on(config, mesh, recipe, data)
     with timer("lr_find"):
         learning_rate = experiment.learning_rate(config, workdir, run)
-    evaluate_valid = _valid_evaluator(config, data, mesh)
+    evaluate_valid = valid_evaluator(config, data, mesh)
     with timer("train"):
         state = experiment.fit(config, workdir, run, learning_rate, mesh, evaluate_valid, stop_at=stop_at)
     if stop_at is not None and stop_at < config.num_epochs * run.batches.steps_per_epoch:
@@ -149,7 +149,7 @@ def train_and_evaluate_seeds(config, workdir: str, recipe: Recipe, num_seeds: in
     run = setup_on(config, mesh, recipe, data)
     with timer("lr_find"):
         learning_rate = _learning_rate_seeds(config, workdir, run, num_seeds)
-    evaluate_valid = _valid_evaluator(config, data, mesh)
+    evaluate_valid = valid_evaluator(config, data, mesh)
     with timer("train"):
         states = seeds.fit(config, workdir, run, members, learning_rate, mesh,
                            seeds.evaluator(evaluate_valid, members, mesh), stop_at=stop_at)
@@ -210,14 +210,15 @@ def _save_preprocessing(workdir: str, data: image_sources.ImageData) -> None:
                               data.std, data.class_names)
 
 
-def _valid_evaluator(config, data, mesh):
+def valid_evaluator(config, data, mesh):
+    """Loss and accuracy on the validation split (the images normalised with the training statistics)."""
     return evaluation.make_evaluator(classification.eval_step, _arrays(data.valid), config.eval_batch_size, mesh,
                                      image_prepare(data.mean, data.std))
 
 
 def _probabilities(config, state, images_N, data, mesh, views=None) -> np.ndarray:
     return pipeline.predict_probabilities(classification.predict, state, images_N, config.eval_batch_size, mesh,
-                                            data.mean, data.std, views, config.tta_beta)
+                                            data.mean, data.std, views, config.get("tta_beta"))
 
 
 def _arrays(split) -> dict[str, np.ndarray]:

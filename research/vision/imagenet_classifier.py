@@ -10,10 +10,11 @@ import jax
 import ml_collections
 import numpy as np
 
-from research.core import classification, evaluation, experiment, sharding
+from research.core import classification, experiment, sharding
 from research.core.train_state import TrainState
-from research.vision import architectures, image_sources, imagenet_finetune, pipeline, pretrained, resnet
-from research.vision.image_arrays import image_batches, image_prepare
+from research.vision import (architectures, classifier, image_sources, imagenet_finetune, pipeline, pretrained,
+                             resnet)
+from research.vision.image_arrays import image_batches
 
 
 def make_model(config, num_classes: int, frozen_groups: int = 0) -> resnet.ResNet:
@@ -80,23 +81,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         data = load_data(config)
     pipeline.save_preprocessing(workdir, config.data.image_size, 3, data.mean, data.std, data.class_names)
     run = setup_on(config, mesh, data)
-    prepare = image_prepare(data.mean, data.std)
-    arrays = lambda split: {"image": split.images, "label": split.labels}
-    evaluate = evaluation.make_evaluator(classification.eval_step, arrays(data.valid), config.eval_batch_size, mesh,
-                                         prepare)
+    evaluate = classifier.valid_evaluator(config, data, mesh)
     model = make_model(config, len(data.class_names))
     variables = initial_variables(config, model, (1, *data.train.images.shape[1:]))
     with timer("train"):
         state, head = imagenet_finetune.fine_tune(config, workdir, model, variables, run, mesh, evaluate)
     metrics = {**{"head_" + k: v for k, v in head.items()}, **evaluate(state)}
-    if data.test is not None:
-        metrics.update(evaluation.make_evaluator(classification.eval_step, arrays(data.test), config.eval_batch_size,
-                                                 mesh, prepare, prefix="test_")(state))
-        if config.tta:
-            probabilities = pipeline.predict_probabilities(classification.predict, state, data.test.images,
-                                                             config.eval_batch_size, mesh, data.mean, data.std,
-                                                             pipeline.tta_views(config.augment))
-            metrics["test_accuracy_tta"] = float(np.mean(np.argmax(probabilities, -1) == data.test.labels))
+    metrics.update(classifier.score_test(config, state, data, mesh))
     return experiment.write_results(workdir, metrics, config, timer.total(), mesh, classes=len(data.class_names),
                                     train_images=len(data.train.labels))
 
