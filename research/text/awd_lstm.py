@@ -5,10 +5,15 @@ Regularisation, all active in training only:
 - embedding dropout: whole words (rows of the embedding matrix) dropped, the rest rescaled;
 - variational dropout (one mask per sequence, shared by all time steps) on the embeddings (`input_drop`),
   between LSTM layers (`hidden_drop`) and on the encoder's output (`output_drop`);
-- DropConnect on every LSTM's hidden-to-hidden kernel (`weight_drop`, see research/text/rnn.py);
+- DropConnect on every LSTM's hidden-to-hidden kernel (`weight_drop`, see research/text/rnn.py), or on every
+  QRNN layer's gate kernel;
 - AR/TAR on the last layer's outputs are in the loss (research/text/language_model.py).
 The decoder is tied to the embedding (its kernel is the embedding matrix transposed), so the last LSTM layer
 has `embed_dim` units.
+
+`cell` picks the recurrence: "lstm" (the default) or "qrnn" (fastai's QRNN option, research/text/qrnn.py: the
+first layer's gates from a window of 2 inputs, the others from 1; cheaper, as only elementwise work is
+sequential). Both carry their state across BPTT windows.
 
 Parameter paths: encoder/embed/embedding, encoder/rnn_{i}/..., output_bias (language model) and head/...
 (classifier), so a classifier loads a language model's encoder by copying params["encoder"].
@@ -20,7 +25,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from research.text import rnn
+from research.text import qrnn, rnn
+
+CELLS = ("lstm", "qrnn")
 
 
 def variational_dropout(module: nn.Module, x_BxTxD, rate: float, train: bool) -> jax.Array:
@@ -42,18 +49,25 @@ class AWDEncoder(nn.Module):
     hidden_drop: float = 0.3
     weight_drop: float = 0.5
     output_drop: float = 0.4
+    cell: str = "lstm"
 
     def setup(self):
+        if self.cell not in CELLS:
+            raise ValueError(f"AWD-LSTM cell must be one of {CELLS}, got {self.cell!r}")
         self.embed = nn.Embed(self.vocab_size, self.embed_dim,
                               embedding_init=nn.initializers.uniform(0.2))  # U(0, 0.2), centred below
-        self.layers = [rnn.LSTM(size, self.weight_drop, name=f"rnn_{i}") for i, size in enumerate(self.sizes)]
+        if self.cell == "qrnn":
+            self.layers = [qrnn.QRNN(size, 2 if i == 0 else 1, self.weight_drop, name=f"rnn_{i}")
+                           for i, size in enumerate(self.sizes)]
+        else:
+            self.layers = [rnn.LSTM(size, self.weight_drop, name=f"rnn_{i}") for i, size in enumerate(self.sizes)]
 
     @property
     def sizes(self) -> tuple[int, ...]:
-        return tuple(self.hidden if i < self.num_layers - 1 else self.embed_dim for i in range(self.num_layers))
+        return layer_sizes(self.hidden, self.embed_dim, self.num_layers)
 
     def initial_carry(self, batch_size: int):
-        return rnn.zero_carry("lstm", batch_size, self.sizes)
+        return initial_carry(self.cell, batch_size, self.sizes, self.embed_dim)
 
     def embedding_matrix(self, train: bool) -> jax.Array:
         table_VxE = self.embed.embedding - 0.1
@@ -79,6 +93,18 @@ class AWDEncoder(nn.Module):
         return x, dropped, tuple(new_carry)
 
 
+def layer_sizes(hidden: int, embed_dim: int, num_layers: int) -> tuple[int, ...]:
+    """Units per recurrent layer: `hidden`, except the last, which has `embed_dim` (the tied decoder reads it)."""
+    return tuple(hidden if i < num_layers - 1 else embed_dim for i in range(num_layers))
+
+
+def initial_carry(cell: str, batch_size: int, sizes, embed_dim: int):
+    """The zero state of the encoder's stack of `cell` layers."""
+    if cell == "qrnn":
+        return qrnn.zero_carry(batch_size, sizes, embed_dim, first_window=2)
+    return rnn.zero_carry("lstm", batch_size, sizes)
+
+
 def encoder_groups(num_layers: int) -> list[str]:
     """Parameter-path regexes of the encoder's layer groups, input side first (ULMFiT's unfreezing order is
     the reverse)."""
@@ -96,10 +122,11 @@ class AWDLSTM(nn.Module):
     hidden_drop: float = 0.3
     weight_drop: float = 0.5
     output_drop: float = 0.4
+    cell: str = "lstm"
 
     def setup(self):
         self.encoder = AWDEncoder(self.vocab_size, self.embed_dim, self.hidden, self.num_layers, self.embed_drop,
-                                  self.input_drop, self.hidden_drop, self.weight_drop, self.output_drop)
+                                  self.input_drop, self.hidden_drop, self.weight_drop, self.output_drop, self.cell)
         self.output_bias = self.param("output_bias", nn.initializers.zeros, (self.vocab_size,))
 
     def __call__(self, tokens_BxT, reset_B, mask_BxT, train: bool = False, carry=None):
@@ -108,8 +135,8 @@ class AWDLSTM(nn.Module):
         return {"logits": logits_BxTxV, "hidden": hidden, "hidden_dropped": dropped}, carry
 
     def initial_carry(self, batch_size: int):
-        sizes = tuple(self.hidden if i < self.num_layers - 1 else self.embed_dim for i in range(self.num_layers))
-        return rnn.zero_carry("lstm", batch_size, sizes)
+        return initial_carry(self.cell, batch_size, layer_sizes(self.hidden, self.embed_dim, self.num_layers),
+                             self.embed_dim)
 
 
 def concat_pool(hidden_BxTxE, last_BxE, mask_BxT) -> jax.Array:
