@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian machine: the offline data packages (when apt is available), a virtual environment in
 # .venv/ with the pinned dependencies and this project in editable mode, and the data wheels (recbole, plotnine).
+# Under CI (CI=true) a failed install or download stops setup with one `setup: error:` line and exit status 1;
+# elsewhere it is a warning and the data is fetched on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+failed() {
+  if [ "${CI:-}" = "true" ]; then echo "setup: error: $1" >&2; exit 1; fi
+  echo "setup: $1"
+}
 
 # Real offline data that Debian ships: Fashion-MNIST (MIT) and the fortunes texts (BSD; NLP and char-RNN).
 PACKAGES=""
@@ -12,7 +19,9 @@ if [ -n "$PACKAGES" ] && command -v apt-get >/dev/null; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   # Without them the experiments download the canonical files (Fashion-MNIST) or ask for a text folder.
   ($SUDO apt-get update -qq && $SUDO apt-get install -y -qq $PACKAGES >/dev/null) \
-    || echo "setup: could not install$PACKAGES"
+    || failed "could not install$PACKAGES (apt-get)"
+elif [ -n "$PACKAGES" ]; then
+  failed "no apt-get to install$PACKAGES"
 fi
 
 if [ ! -x .venv/bin/python ]; then
@@ -25,4 +34,4 @@ fi
 WHEELS="${FASTJAX_CACHE:-$HOME/.cache/fastjax}/wheels"
 mkdir -p "$WHEELS"
 .venv/bin/pip download -q --disable-pip-version-check --no-deps -d "$WHEELS" recbole==1.2.1 plotnine==0.15.9 \
-  || echo "setup: could not fetch the recbole/plotnine wheels; MovieLens and txhousing will be downloaded on first use"
+  || failed "could not fetch the recbole/plotnine wheels; MovieLens and txhousing will be downloaded on first use"

@@ -2,8 +2,10 @@
 
 The raw files come from $FASHION_MNIST_DIR or Debian's dataset-fashion-mnist package; tests never download.
 Without them, every test that needs the data is skipped for one stated reason (one line in pytest's summary,
-and one in its header)."""
+and one in its header). Under CI (`CI=true`) missing data is an error instead: the session stops at once with
+one line naming what is missing, and any test that would skip fails with its reason."""
 
+import glob
 import os
 import shutil
 import tempfile
@@ -16,8 +18,44 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import pytest  # noqa: E402
 
+from research.collab import ratings  # noqa: E402
 from research.core import trainer  # noqa: E402
 from research.vision import fashion_mnist  # noqa: E402
+
+CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def missing_data() -> list[str]:
+    """What the suite's real data lacks here: the Fashion-MNIST files, the fortunes texts, the data wheels."""
+    missing = [f"Fashion-MNIST ({', '.join(fashion_mnist.missing_local_files())} in {fashion_mnist.local_dir()})"
+               ] if fashion_mnist.missing_local_files() else []
+    fortunes = os.environ.get("FORTUNES_DIR", "/usr/share/games/fortunes")
+    if not os.path.isdir(fortunes):
+        missing.append(f"the fortunes texts ({fortunes})")
+    wheels = os.path.join(ratings.cache_dir(), "wheels")
+    for wheel in (ratings.RECBOLE_WHEEL, "plotnine-*.whl"):
+        if not glob.glob(os.path.join(wheels, wheel)):
+            missing.append(f"{wheel} in {wheels}")
+    return missing
+
+
+def pytest_configure(config):
+    """Under CI, missing data stops pytest with one line (exit status 4, a usage error) before any test runs."""
+    missing = missing_data() if CI else []
+    if missing:
+        pytest_unconfigure(config)
+        raise pytest.UsageError(f"CI=true and the test data is missing: {'; '.join(missing)} (run scripts/setup.sh)")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI a skip is a failure with the skip's reason: a green CI run ran every test."""
+    outcome = yield
+    report = outcome.get_result()
+    if CI and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome, report.longrepr = "failed", f"CI=true: a test may not skip: {reason}"
 
 
 def pytest_unconfigure(config):

@@ -42,11 +42,30 @@ def test_without_data_the_suite_says_so_in_one_line_and_does_not_download(tmp_pa
     shutil.copy(os.path.join(REPO_ROOT, "tests", "conftest.py"), tmp_path / "conftest.py")
     empty = tmp_path / "empty"
     empty.mkdir()
-    env = dict(os.environ, FASHION_MNIST_DIR=str(empty), PYTHONPATH=REPO_ROOT)
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", str(test)],
-                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    env = dict(os.environ, FASHION_MNIST_DIR=str(empty), PYTHONPATH=REPO_ROOT, CI="")
+    command = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", str(test)]
+    run = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert run.returncode == 0, run.stdout[-2000:]
     skipped = [line for line in run.stdout.splitlines() if line.startswith("SKIPPED")]
     assert len(skipped) == 1 and f"Fashion-MNIST is not in {empty}" in skipped[0], run.stdout[-2000:]
     assert "1 skipped" in run.stdout
     assert not list(tmp_path.rglob("*.gz*")), "a download was attempted"
+    # Under CI the same run is an error, before any test runs, in one line naming the missing files.
+    ci = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env={**env, "CI": "true"},
+                        timeout=120)
+    assert ci.returncode == 4 and ci.stdout == "", ci.stdout[-2000:]  # pytest's usage error
+    assert ci.stderr.startswith("ERROR: CI=true and the test data is missing: Fashion-MNIST") and \
+        len(ci.stderr.strip().splitlines()) == 1 and f"t10k-labels-idx1-ubyte.gz in {empty}" in ci.stderr, ci.stderr
+    assert "passed" not in ci.stdout and "skipped" not in ci.stdout
+
+
+def test_under_ci_a_skipping_test_fails_with_its_reason(tmp_path):
+    """CI=true: a test that calls pytest.skip (as tests/tabular's do without plotnine's wheel) is a failure."""
+    test = tmp_path / "test_skips.py"
+    test.write_text("import pytest\n\ndef test_skips():\n    pytest.skip('no wheel here')\n")
+    shutil.copy(os.path.join(REPO_ROOT, "tests", "conftest.py"), tmp_path / "conftest.py")
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, CI="true")
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test)],
+                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert run.returncode == 1 and "1 failed" in run.stdout, run.stdout[-2000:]
+    assert "CI=true: a test may not skip" in run.stdout and "no wheel here" in run.stdout, run.stdout[-2000:]
