@@ -31,16 +31,22 @@ def main(argv):
     from research.core import compile_cache
     compile_cache.enable()  # before anything compiles
     from scripts.experiment_file import experiment_path, load_experiment  # after sys.path holds the repo root
-    from research.core import inference
+    from research.core import compile_check, inference
     from research.core.errors import InputError
     from research.core.trainer import NonFiniteError, Preempted
     experiment = load_experiment(flags.FLAGS["config"].config_filename)
     # Recorded once the checkpoints are this config's (finished or preempted), never by a run that failed.
     record = lambda: inference.write_run_info(_WORKDIR.value, experiment_path(flags.FLAGS["config"].config_filename),
                                             _CONFIG.value)
+    check_compiles = os.environ.get(compile_check.ENV) == "1"  # the test suite's compile-once check
+    if check_compiles:
+        compile_check.start()
     try:
         distributed_flags.start()
         results = experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        problem = compile_check.problems(compile_check.stop()) if check_compiles else None
+        if problem:
+            raise InputError(problem)
     except (InputError, NonFiniteError) as e:
         sys.exit(f"error: {e}")
     except Preempted as e:  # SIGTERM: the checkpoint is saved; exit 0 so the scheduler reruns us

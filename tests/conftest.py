@@ -15,11 +15,12 @@ import tempfile
 _CACHE_DIR = None if "JAX_COMPILATION_CACHE_DIR" in os.environ else tempfile.mkdtemp(prefix="fastjax_jax_cache_")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE_DIR or "")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ["FASTJAX_CHECK_COMPILES"] = "1"  # scripts/train.py checks its own steps compile once (compile_check)
 
 import pytest  # noqa: E402
 
 from research.collab import ratings  # noqa: E402
-from research.core import trainer  # noqa: E402
+from research.core import compile_check  # noqa: E402
 from research.vision import fashion_mnist  # noqa: E402
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -67,32 +68,17 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(autouse=True)
-def train_steps_compile_once(monkeypatch):
+def train_steps_compile_once():
     """Every test that trains in this process (every experiment's step: classification, multi-label, transfer,
     segmentation, tabular, collaborative filtering, language models, seeds) also checks that each call of the
-    trainer compiled its step once over all the steps it ran: no recompilation from a changed shape, dtype,
-    sharding or weak type. Yields the list of jitted steps (tests/test_compile_once.py checks the check)."""
-    jitted, training = [], []
-
-    def recording(*args, **kwargs):
-        step = real_jit(*args, **kwargs)
-        if training:  # steps the train loop made (not ones a test jits and calls itself)
-            jitted.append(step)
-        return step
-
-    def train(**kwargs):
-        training.append(True)
-        try:
-            return real_train(**kwargs)
-        finally:
-            training.pop()
-
-    real_jit, real_train = trainer.jit_train_step, trainer.train
-    monkeypatch.setattr(trainer, "jit_train_step", recording)
-    monkeypatch.setattr(trainer, "train", train)
-    yield jitted
-    compiled = [step._cache_size() for step in jitted]
-    assert all(n <= 1 for n in compiled), f"a trainer's step compiled {compiled} times (once expected)"
+    trainer compiled its step exactly once over all the steps it ran, and each evaluator its step at most once:
+    no recompilation from a changed shape, dtype, sharding or weak type (research/core/compile_check.py). The
+    scripts a test runs check their own (FASTJAX_CHECK_COMPILES, set above) and fail with the problem. Yields the
+    live record of (kind, jitted step) pairs (tests/core/test_compile_once.py checks the check)."""
+    recorded = compile_check.start()
+    yield recorded
+    problem = compile_check.problems(compile_check.stop())
+    assert problem is None, problem
 
 
 def _no_data_reason() -> str | None:

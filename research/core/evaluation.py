@@ -7,7 +7,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from research.core import sharding
+from research.core import compile_check, sharding
 from research.core.arrays import padded_batches
 from research.core.steps import means
 
@@ -49,6 +49,7 @@ def _jit_on_mesh(fn: Callable, mesh: Mesh) -> Callable:
     the state keeps its shardings (replicated or split over fsdp), and the outputs are replicated, so every
     process can read them, with one or several processes."""
     jitted = jax.jit(fn, out_shardings=sharding.replicated(mesh))
+    compile_check.record("eval", jitted)
     batch_sharding = sharding.batch_sharded(mesh)
 
     def step(state, batch):

@@ -31,7 +31,7 @@ import tqdm
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from research.core import optimizers, sharding
+from research.core import compile_check, optimizers, sharding
 from research.core.checkpoint import Checkpointer
 from research.core.errors import InputError
 from research.core.metric_writer import MetricWriter
@@ -102,6 +102,7 @@ def train(*, state, train_step: Callable, batches: BatchSource, num_steps: int, 
     writer = MetricWriter(workdir)
     stop = min(stop_at or num_steps, num_steps)
     step_fn = jit_train_step(guard_nonfinite(train_step, skip_nonfinite), state, mesh, bool(members))
+    compile_check.record("train", step_fn)
     rng = jax.random.key(seed)
     record = {"seed": seed, "steps_per_epoch": batches.steps_per_epoch, **(meta or {})}
 
