@@ -1,8 +1,8 @@
 """ImageNet weights published for PyTorch, loaded into our Flax ResNets without PyTorch.
 
 - `read_torch_checkpoint`: a `torch.save` file (the zip format of torch >= 1.6: `data.pkl` plus one raw file
-  per storage) read with a restricted unpickler that rebuilds only tensors and (Ordered)dicts, so a checkpoint
-  cannot run code on load. Torch's older tar/pickle format is refused with a clear error.
+  per storage) read with research/core/torch_files.py's restricted unpickler that rebuilds only tensors and
+  (Ordered)dicts, so a checkpoint cannot run code on load. Torch's older format is refused with a clear error.
 - `read_safetensors` / `write_safetensors`: the safetensors format (timm's and Hugging Face's): an 8-byte
   header length, a JSON header, raw little-endian bytes.
 - `torchvision_resnet_variables`: torchvision's names and layouts onto ours: conv OIHW -> HWIO, linear
@@ -15,23 +15,18 @@
 """
 
 import dataclasses
-import hashlib
 import json
 import os
-import pickle
 import re
-import shutil
 import struct
-import tempfile
-import urllib.request
 import zipfile
-from collections import OrderedDict
 from typing import Mapping, Sequence
 
 import jax
 import ml_dtypes
 import numpy as np
 
+from research.core import torch_files
 from research.core.errors import InputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the RGB statistics (on [0, 1] pixels) all these checkpoints expect
@@ -70,150 +65,26 @@ CHECKPOINTS = {
 
 def cache_dir() -> str:
     """$FASTJAX_CACHE/weights, else ~/.cache/fastjax/weights."""
-    root = os.environ.get("FASTJAX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "fastjax")
-    return os.path.join(root, "weights")
+    return os.path.join(torch_files.cache_root(), "weights")
 
 
 def download(name: str, directory: str | None = None) -> str:
     """The path of checkpoint `name` (a key of CHECKPOINTS) in the cache, downloading it first if it is not
     there. The file appears under its final name only once its digest has been checked, and a cached file is
-    checked again before it is used."""
+    checked again before it is used (research/core/torch_files.fetch)."""
     if name not in CHECKPOINTS:
         raise InputError(f"unknown pretrained checkpoint {name!r}: use one of {sorted(CHECKPOINTS)}")
     checkpoint = CHECKPOINTS[name]
-    directory = directory or cache_dir()
-    path = os.path.join(directory, checkpoint.filename)
-    if os.path.exists(path):  # checked before every use: a damaged or replaced file is never loaded
-        if not _sha256(path).startswith(checkpoint.sha256):
-            raise InputError(f"{path}: SHA-256 {_sha256(path)} does not start with {checkpoint.sha256} (damaged, "
-                             f"or not {checkpoint.url}); delete it to download it again")
-        return path
-    os.makedirs(directory, exist_ok=True)
-    digest = hashlib.sha256()
-    with tempfile.NamedTemporaryFile(dir=directory, delete=False) as tmp:
-        try:
-            with urllib.request.urlopen(checkpoint.url) as response:
-                for chunk in iter(lambda: response.read(1 << 20), b""):
-                    digest.update(chunk)
-                    tmp.write(chunk)
-        except OSError as e:
-            os.unlink(tmp.name)
-            raise InputError(f"could not download {checkpoint.url}: {e}; put the file at {path} by hand") from e
-    if not digest.hexdigest().startswith(checkpoint.sha256):
-        os.unlink(tmp.name)
-        raise InputError(f"{checkpoint.url}: SHA-256 {digest.hexdigest()} does not start with {checkpoint.sha256}")
-    shutil.move(tmp.name, path)
-    return path
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return torch_files.fetch(checkpoint.url, checkpoint.sha256,
+                             os.path.join(directory or cache_dir(), checkpoint.filename))
 
 
 # ----------------------------------------------------------------------------------------------- reading
 
-# torch's typed storages (pickled as `torch.FloatStorage`, ...) and dtypes (`torch.float32`, in
-# `_rebuild_tensor_v3`) as numpy dtypes; torch writes little-endian unless `byteorder` says otherwise.
-_STORAGE_DTYPES = {
-    "DoubleStorage": np.float64, "FloatStorage": np.float32, "HalfStorage": np.float16,
-    "BFloat16Storage": ml_dtypes.bfloat16, "LongStorage": np.int64, "IntStorage": np.int32,
-    "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
-    "UntypedStorage": np.uint8,
-}
-_TORCH_DTYPES = {
-    "float64": np.float64, "float32": np.float32, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16,
-    "int64": np.int64, "int32": np.int32, "int16": np.int16, "int8": np.int8, "uint8": np.uint8,
-    "bool": np.bool_,
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class _StorageType:
-    dtype: np.dtype
-
-
-def _rebuild_tensor(storage: np.ndarray, offset: int, size, stride, *args, dtype=None) -> np.ndarray:
-    if dtype is not None:  # _rebuild_tensor_v3: an untyped (byte) storage and the tensor's dtype
-        storage = storage.view(dtype)
-    itemsize = storage.dtype.itemsize
-    view = np.lib.stride_tricks.as_strided(storage[offset:], shape=tuple(size),
-                                           strides=tuple(s * itemsize for s in stride))
-    return np.array(view)  # a contiguous copy that owns its memory
-
-
-def _rebuild_tensor_v3(storage, offset, size, stride, requires_grad, hooks, dtype, metadata=None):
-    return _rebuild_tensor(storage, offset, size, stride, dtype=dtype)
-
-
-def _rebuild_parameter(data, requires_grad, hooks, state=None):
-    return data
-
-
-class _TensorUnpickler(pickle.Unpickler):
-    """Rebuilds tensors (as numpy arrays) and dicts; refuses every other global, so loading runs no code."""
-
-    _ALLOWED = {
-        ("collections", "OrderedDict"): OrderedDict,
-        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-        ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
-        ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-        ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-    }
-
-    def __init__(self, file, archive: zipfile.ZipFile, prefix: str, byteorder: str, path: str):
-        super().__init__(file)
-        self._archive, self._prefix, self._byteorder, self._path = archive, prefix, byteorder, path
-        self._storages = {}
-
-    def find_class(self, module: str, name: str):
-        if (module, name) in self._ALLOWED:
-            return self._ALLOWED[(module, name)]
-        if module == "torch" and name in _STORAGE_DTYPES:
-            return _StorageType(np.dtype(_STORAGE_DTYPES[name]))
-        if module == "torch" and name in _TORCH_DTYPES:
-            return np.dtype(_TORCH_DTYPES[name])
-        raise InputError(f"{self._path}: refusing to load {module}.{name}: only tensors and dicts are allowed")
-
-    def persistent_load(self, pid):
-        # ('storage', storage type, key, location, number of elements)
-        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
-            raise InputError(f"{self._path}: unexpected persistent id {pid!r}")
-        _, storage_type, key, _, numel = pid
-        if key not in self._storages:  # tensors that share a storage name it more than once
-            dtype = storage_type.dtype.newbyteorder("<" if self._byteorder == "little" else ">")
-            data = self._archive.read(f"{self._prefix}data/{key}")
-            self._storages[key] = np.frombuffer(data, dtype, count=numel).astype(dtype.newbyteorder("="))
-        return self._storages[key]
-
-
 def read_torch_checkpoint(path: str) -> dict[str, np.ndarray]:
-    """The tensors of a `torch.save` file as {name: numpy array}, without importing torch.
-
-    Accepts a state dict, or a dict holding one under "state_dict" or "model" (common training checkpoints)."""
-    if not zipfile.is_zipfile(path):
-        raise InputError(f"{path}: not a zip-format torch checkpoint (torch < 1.6 wrote a legacy format; "
-                         "re-save it with a recent torch.save)")
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
-        pickles = [n for n in names if n.endswith("data.pkl")]
-        if len(pickles) != 1:
-            raise InputError(f"{path}: expected one data.pkl in the archive, found {len(pickles)}")
-        prefix = pickles[0][:-len("data.pkl")]
-        byteorder = "little"
-        if f"{prefix}byteorder" in names:
-            byteorder = archive.read(f"{prefix}byteorder").decode().strip()
-        with archive.open(pickles[0]) as f:
-            obj = _TensorUnpickler(f, archive, prefix, byteorder, path).load()
-    for key in ("state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict):
-        raise InputError(f"{path}: expected a state dict, found a {type(obj).__name__}")
-    return {k: v for k, v in obj.items() if isinstance(v, np.ndarray)}
+    """The tensors of a `torch.save` file (zip format) as {name: numpy array}, without importing torch: the
+    restricted unpickler of research/core/torch_files.py, which rebuilds only tensors and dicts."""
+    return torch_files.read_torch_checkpoint(path)
 
 
 _SAFETENSORS_DTYPES = {
