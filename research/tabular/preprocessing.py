@@ -4,7 +4,11 @@ arrays the model sees.
 The rules (fastai's tabular procs, as the 2018 course used them on Rossmann):
 - categorical column -> index 1..n over the categories seen in training; 0 is "unknown" (unseen or missing);
 - continuous column -> missing values filled with the training median, plus a categorical `COLUMN_na` indicator
-  when training had missing values there; then (x - training mean) / training std;
+  when training had missing values there; then (x - training mean) / training std, or with `scaling="robust"`
+  (x - training median) / (interquartile range / 1.349) (the std if that is 0), and with `smooth_clip`
+  x / sqrt(1 + (x / 3)^2), which leaves typical values nearly as they are and bounds outliers within +-3
+  (RealMLP's robust scaling and smooth clipping, Holzmuller et al. 2024); with `num_bins`, each scaled
+  column's training quantiles are kept as the edges of its piecewise-linear embedding;
 - date column -> its parts (`dates.DATE_CAT_PARTS`, `dates.DATE_CONT_PARTS`), before fitting; parts constant
   over the training rows are dropped.
 """
@@ -15,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from research.core import inference
+from research.tabular.numeric_embeddings import quantile_edges
 from research.core.errors import InputError
 from research.tabular.dates import expand_dates
 from research.tabular.table import Columns, check_columns, check_target, first_row, numeric_column
@@ -39,6 +44,13 @@ class Preprocessing:
     clip: bool = False
     mins: dict[str, float] = dataclasses.field(default_factory=dict)
     maxs: dict[str, float] = dataclasses.field(default_factory=dict)
+    smooth_clip: bool = False
+    bin_edges: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # scaled units; {} without
+
+    @property
+    def numeric_edges(self) -> list[list[float]] | None:
+        """Each continuous input's bin edges (scaled units), in input order; None without embeddings."""
+        return [self.bin_edges[c] for c in self.cont_names] if self.bin_edges and self.cont_names else None
 
     @property
     def cat_names(self) -> list[str]:
@@ -70,13 +82,18 @@ class Preprocessing:
             values = np.where(missing, self.medians[c], values)
             if self.clip:
                 values = np.clip(values, self.mins[c], self.maxs[c])
-            cont.append((values - self.means[c]) / self.stds[c])
+            cont.append(self.scale(c, values))
         num_rows = len(frame)
         arrays = {"cat": np.stack(cat, 1).astype(np.int32) if cat else np.zeros((num_rows, 0), np.int32),
                   "cont": np.stack(cont, 1).astype(np.float32) if cont else np.zeros((num_rows, 0), np.float32)}
         if with_target:
             arrays["target"] = self.encode_target(frame)
         return arrays
+
+    def scale(self, column: str, values_N: np.ndarray) -> np.ndarray:
+        """A continuous column's filled (and range-clipped) values in model units."""
+        scaled_N = (values_N - self.means[column]) / self.stds[column]
+        return scaled_N / np.sqrt(1.0 + (scaled_N / 3.0) ** 2) if self.smooth_clip else scaled_N
 
     def encode_target(self, frame: pd.DataFrame) -> np.ndarray:
         check_target(frame, self.target)
@@ -132,13 +149,18 @@ def encode_categories(values: pd.Series, categories: list[str]) -> np.ndarray:
 
 
 def fit_preprocessing(train: pd.DataFrame, columns: Columns, task: str = "regression", log_target: bool = False,
-                      date_parts=None, clip: bool = False) -> Preprocessing:
+                      date_parts=None, clip: bool = False, scaling: str = "standard", smooth_clip: bool = False,
+                      num_bins: int = 0) -> Preprocessing:
     """The preprocessing fitted on the `train` rows only: date columns expanded into parts, then categories,
     medians, indicators, means and standard deviations. Categorical and continuous columns that are constant
     over the training rows are dropped (they carry nothing) and printed. `date_parts`: which parts of each date
-    to use (None: all). `clip`: clip continuous values to their training range when applied."""
+    to use (None: all). `clip`: clip continuous values to their training range when applied. `scaling`
+    ("standard" or "robust"), `smooth_clip` and `num_bins` (0: no bin edges): the continuous columns' model
+    units, as the module docstring says."""
     if task not in ("regression", "classification"):
         raise InputError(f"data.task={task!r}: use 'regression' or 'classification'")
+    if scaling not in ("standard", "robust"):
+        raise InputError(f"data.scaling={scaling!r}: use 'standard' or 'robust'")
     date_columns = list(columns.date)
     train, columns = expand_dates(train, columns, date_parts)
     check_columns(train, [columns.target, *columns.cat, *columns.cont])
@@ -161,11 +183,18 @@ def fit_preprocessing(train: pd.DataFrame, columns: Columns, task: str = "regres
             indicators.append(c)
         filled = np.where(missing, medians[c], values)
         means[c], stds[c] = float(filled.mean()), float(filled.std()) or 1.0
+        if scaling == "robust":
+            low, high = np.quantile(filled, [0.25, 0.75])
+            means[c], stds[c] = medians[c], float(high - low) / 1.349 or stds[c]
         mins[c], maxs[c] = float(filled.min()), float(filled.max())
     if dropped:
         print(f"constant over the training rows, not used: {dropped}")
     prep = Preprocessing(columns.target, task, log_target, categories, medians, indicators, means, stds,
-                         date_columns=date_columns, clip=clip, mins=mins, maxs=maxs)
+                         date_columns=date_columns, clip=clip, mins=mins, maxs=maxs, smooth_clip=smooth_clip)
+    for c in prep.cont_names if num_bins else ():
+        values = numeric_column(train, c)
+        scaled = prep.scale(c, np.clip(np.where(np.isnan(values), medians[c], values), mins[c], maxs[c]))
+        prep.bin_edges[c] = quantile_edges(scaled, num_bins)
     if task == "classification":
         prep.classes = category_names(train[columns.target])
         if len(prep.classes) < 2:

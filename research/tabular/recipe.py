@@ -1,7 +1,8 @@
 """How the structured-data lesson trains, evaluates, interprets and predicts: entity embeddings for any table
-(research/tabular/dataset.py), an ensemble of nets (research/tabular/ensemble.py) fitted with 1cycle, scored on
-the validation (and test) rows beside the tree baselines on the same split and features, interpreted by
-permutation importance and an embedding's PCA; predictions for new rows through the saved preprocessing.
+(research/tabular/dataset.py), an ensemble of nets trained as one program (research/tabular/ensemble.py) with
+1cycle over a budget of steps that follows the table's size, scored on the validation (and test) rows beside
+the tree baselines on the same split and features, interpreted by permutation importance and an embedding's
+PCA; predictions for new rows through the saved preprocessing.
 
 experiments/sales_tabular.py is this recipe's config and entry points."""
 
@@ -13,14 +14,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from research.core import evaluation, experiment, inference, sharding, steps
+from research.core import experiment, inference, seeds, sharding, steps
 from research.core.arrays import ArrayBatches
 from research.core.train_state import TrainState
 from research.tabular import baselines, dataset, ensemble, interpret, task as tabular_task
 from research.tabular.model import TabularModel
+from research.tabular.numeric_embeddings import padded_edges
 from research.tabular.preprocessing import Preprocessing
 from research.tabular.table import frame_rows
-
 
 def make_model(config, prep: Preprocessing) -> TabularModel:
     """`config.model` sized to the table: its embeddings, outputs and, for regression, y_range (the training
@@ -31,10 +32,12 @@ def make_model(config, prep: Preprocessing) -> TabularModel:
         low, high = prep.target_range
         margin = m.y_range_margin * (high - low)
         y_range = (low - margin, high + margin)
+    edges = prep.numeric_edges
     return TabularModel(cardinalities=tuple(prep.cardinalities),
                         num_outputs=1 if prep.task == "regression" else len(prep.classes),
                         hidden=tuple(m.hidden), dropouts=tuple(m.dropouts), embedding_dropout=m.embedding_dropout,
-                        y_range=y_range)
+                        y_range=y_range, batch_norm=m.batch_norm, numeric_dim=m.numeric_dim,
+                        numeric_edges=None if edges is None else tuple(map(tuple, padded_edges(edges).tolist())))
 
 
 def _init_fn(model: TabularModel, prep: Preprocessing):
@@ -58,18 +61,34 @@ def create_state_fn(config, prep: Preprocessing):
     return create_state
 
 
-def task_of(prep: Preprocessing) -> steps.Task:
-    return tabular_task.task(prep.task, prep.log_target)
+def task_of(config, prep: Preprocessing) -> steps.Task:
+    return tabular_task.task(prep.task, prep.log_target, config.label_smoothing)
+
+
+def batch_size_for(config, num_rows: int, mesh) -> int:
+    """`config.batch_size`, halved (down to 16, and a multiple of the mesh) until the training rows hold at least
+    `config.min_batches_per_epoch` batches: a 200-row table still gets several steps an epoch."""
+    size = config.batch_size
+    while size // 2 >= max(16, mesh.size) and size * config.min_batches_per_epoch > num_rows:
+        size //= 2
+    return size
+
+
+def num_steps_for(config, steps_per_epoch: int) -> int:
+    """The training budget in steps: `num_epochs` epochs, but at least `min_steps` (small tables) and at most
+    `max_steps` (large ones: the cost stops growing with the rows). 0 for a bound turns it off."""
+    num_steps = config.num_epochs * steps_per_epoch
+    return int(min(max(num_steps, config.min_steps), config.max_steps or num_steps))
 
 
 def setup_on(config, mesh, data: dataset.TableData) -> experiment.Setup:
-    """The trainable pieces on already-loaded data (`config.seed` orders the batches)."""
-    batches = ArrayBatches(data.train, config.batch_size, mesh, config.seed)
+    """The trainable pieces of one member on already-loaded data (`config.seed` orders the batches)."""
+    batches = ArrayBatches(data.train, batch_size_for(config, len(data.train["target"]), mesh), mesh, config.seed)
     return experiment.Setup(
         create_state=create_state_fn(config, data.prep),
         make_tx=lambda peak_lr, total_steps: experiment.one_cycle_optimizer(config, peak_lr, total_steps),
-        train_step=steps.make_train_step(task_of(data.prep)), batches=batches,
-        eval_step=steps.make_eval_step(task_of(data.prep)))
+        train_step=steps.make_train_step(task_of(config, data.prep)), batches=batches,
+        eval_step=steps.make_eval_step(task_of(config, data.prep)))
 
 
 def setup(config, mesh) -> experiment.Setup:
@@ -82,68 +101,64 @@ def main_metric(prep: Preprocessing) -> str:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None = None) -> dict:
-    """Fits the ensemble's nets (range test, 1cycle), scores their average on validation (and test), fits the
-    tree baselines on the same split and features, writes results.json, the preprocessing and the
-    interpretation plots."""
+    """Fits the ensemble (range test, 1cycle over the step budget; the checkpoint with the lowest validation
+    loss kept), scores it on validation (and test), fits the tree baselines on the same split and features,
+    writes results.json, the preprocessing and the interpretation plots."""
     timer = experiment.Timer()
     mesh = sharding.make_mesh(config.num_devices or None, config.fsdp_devices)
     with timer("data"):
         data = dataset.load_table(config)
     data.prep.save(os.path.join(workdir, "preprocessing.json"))
     run = setup_on(config, mesh, data)
-    task = task_of(data.prep)
-    eval_step = steps.make_eval_step(task)
-    evaluate_valid = evaluation.make_evaluator(eval_step, data.valid, config.eval_batch_size, mesh,
-                                               finish=task.finish)
     with timer("lr_find"):
         learning_rate = experiment.learning_rate(config, workdir, run)
-    states = []
+    num_steps = num_steps_for(config, run.batches.steps_per_epoch)
+    members = ensemble.members(config)
+    print(f"training {members.size} member(s) for {num_steps} steps of {run.batches.batch_size} rows "
+          f"({num_steps / run.batches.steps_per_epoch:.1f} epochs) at peak rate {learning_rate:g}")
+    evaluate_valid = ensemble.make_evaluator(data.prep, data.valid, config.eval_batch_size, mesh)
     with timer("train"):
-        for seed, member_dir in ensemble.members(config, workdir):
-            member_config = ensemble.with_seed(config, seed)
-            member_run = run if seed == config.seed else setup_on(member_config, mesh, data)
-            states.append(experiment.fit(member_config, member_dir, member_run, learning_rate, mesh, evaluate_valid,
-                                         stop_at=stop_at))
-            if stop_at is not None and stop_at < config.num_epochs * run.batches.steps_per_epoch:
-                return {}
+        states = seeds.fit(config, workdir, run, members, learning_rate, mesh, evaluate_valid, num_steps=num_steps,
+                           stop_at=stop_at, checkpoint_every=max(num_steps // config.evaluations, 1))
+    if stop_at is not None and stop_at < num_steps:
+        return {}
     c = config.checkpoint
-    states = [inference.restore_trained(member_dir, state, c.best_metric, c.best_mode)
-              for state, (_, member_dir) in zip(states, ensemble.members(config, workdir))]
+    states = inference.restore_trained(workdir, states, c.best_metric, c.best_mode)
     outputs = lambda arrays: ensemble.outputs(states, data.prep, arrays, config, mesh)
-    metrics = ensemble.scores(task, data.prep, outputs, data.valid, "valid_")
-    if len(states) > 1:
-        per_member = [evaluate_valid(state) for state in states]
-        metrics.update({f"{k}_member_mean": float(np.mean([m[k] for m in per_member])) for k in per_member[0]})
-    if data.test is not None:
+    metrics = evaluate_valid(states)
+    test = data.test if config.score_test else None
+    if test is not None:
         with timer("test"):
-            metrics.update(ensemble.scores(task, data.prep, outputs, data.test, "test_"))
+            metrics.update(ensemble.scores(data.prep, outputs, test, "test_"))
     trees = {}
     if config.baselines:
         with timer("baselines"):
             trees = baselines.fit_baselines(data.prep.task, data.prep.log_target, data.prep.cardinalities,
-                                            data.train, data.valid, data.test, config.seed)
+                                            data.train, data.valid, test, config.seed)
         for name, scores in trees.items():
             print(f"{name}: " + " ".join(f"{k}={v:.4f}" for k, v in scores.items() if k.startswith("valid_")))
     importance = {}
     if config.interpret and jax.process_index() == 0:
         with timer("interpret"):
             metric = main_metric(data.prep)
-            score = lambda arrays: ensemble.scores(task, data.prep, outputs, arrays, "")[metric]
+            score = lambda arrays: ensemble.scores(data.prep, outputs, arrays, "")[metric]
             # the embedding plotted is the first member's
-            importance = interpret.interpret_net(workdir, score, metric, data.valid, data.prep, states[0].params)
+            importance = interpret.interpret_net(workdir, score, metric, data.valid, data.prep,
+                                                 seeds.member(states, 0).params)
     return experiment.write_results(workdir, metrics, config, timer.total(), mesh, learning_rate=learning_rate,
-                                    steps=config.num_epochs * run.batches.steps_per_epoch, baselines=trees,
+                                    steps=num_steps, batch_size=run.batches.batch_size, baselines=trees,
                                     permutation_importance=importance, inputs={
                                         "categorical": data.prep.cat_names, "continuous": data.prep.cont_names})
 
 
-def restore_members(config, workdir: str, prep: Preprocessing) -> list[TrainState]:
-    """Each member's best (else latest) checkpoint, restored for inference."""
+def restore_members(config, workdir: str, prep: Preprocessing) -> TrainState:
+    """The ensemble's stacked members at the run's best (else latest) checkpoint, restored for inference."""
     model = make_model(config, prep)
-    variables = _init_fn(model, prep)(jax.random.key(config.seed))  # shapes only: the checkpoint replaces them
+    init = _init_fn(model, prep)
+    keys = jax.vmap(jax.random.key)(jnp.asarray(ensemble.members(config).seeds))
+    variables = jax.vmap(init)(keys)  # shapes only: the checkpoint replaces them
     c = config.checkpoint
-    return [inference.restore_for_inference(member_dir, model.apply, variables, c.best_metric, c.best_mode)
-            for _, member_dir in ensemble.members(config, workdir)]
+    return inference.restore_for_inference(workdir, model.apply, variables, c.best_metric, c.best_mode)
 
 
 def predict(config: ml_collections.ConfigDict, workdir: str, input_path: str) -> list[dict]:

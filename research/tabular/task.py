@@ -15,6 +15,7 @@ sums score the tree baselines' predictions, so every number in results.json is c
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from research.core import steps
 
@@ -94,11 +95,19 @@ def classification_finish(summed: dict) -> dict[str, float]:
     return {**done, "log_loss": done["loss"]}
 
 
-def classification_task() -> steps.Task:
+def smoothed_cross_entropy(logits_BxK, labels_B, label_smoothing: float) -> jax.Array:
+    """The mean cross-entropy against targets with `label_smoothing` of the mass spread evenly over the classes
+    (Szegedy et al. 2016); 0 is the plain log loss."""
+    num_classes = logits_BxK.shape[-1]
+    targets_BxK = optax.smooth_labels(jax.nn.one_hot(labels_B, num_classes), label_smoothing)
+    return jnp.mean(optax.softmax_cross_entropy(logits_BxK.astype(jnp.float32), targets_BxK))
+
+
+def classification_task(label_smoothing: float = 0.0) -> steps.Task:
+    """Trained on the (smoothed) cross-entropy; scored by the plain log loss and accuracy."""
     return steps.Task(
         inputs=inputs,
-        loss=lambda logits, batch: jnp.sum(classification_sums(logits, batch["target"], 1.0)["loss"])
-        / logits.shape[0],
+        loss=lambda logits, batch: smoothed_cross_entropy(logits, batch["target"], label_smoothing),
         metrics=lambda logits, batch, mask_B: classification_sums(logits, batch["target"], mask_B),
         finish=classification_finish)
 
@@ -109,6 +118,6 @@ def binary_auc(probabilities_NxK: np.ndarray, labels_N: np.ndarray) -> float:
     return float(roc_auc_score(labels_N, probabilities_NxK[:, 1]))
 
 
-def task(kind: str, log_target: bool = False) -> steps.Task:
-    """The task for `kind` ("regression" or "classification")."""
-    return regression_task(log_target) if kind == "regression" else classification_task()
+def task(kind: str, log_target: bool = False, label_smoothing: float = 0.0) -> steps.Task:
+    """The task for `kind` ("regression" or "classification"; `label_smoothing` in its training loss)."""
+    return regression_task(log_target) if kind == "regression" else classification_task(label_smoothing)
