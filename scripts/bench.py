@@ -217,7 +217,8 @@ def main(argv):
         results = {}
         for side in ("jax", "torch"):
             out = subprocess.run([sys.executable, os.path.abspath(__file__), f"--one={name}:{side}",
-                                  f"--timed_steps={_STEPS.value}"], capture_output=True, text=True, env=env)
+                                  f"--timed_steps={_STEPS.value}"], capture_output=True, text=True, env=env,
+                                 timeout=3600)
             line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
             if out.returncode != 0 or not line:
                 sys.exit(f"error: {name} ({side}) failed: {out.stderr.strip().splitlines()[-1:]}")

@@ -16,7 +16,7 @@ PYTHON = sys.executable
 
 def _dry_run(script: str, *args: str) -> list[str]:
     out = subprocess.run([PYTHON, f"scripts/cloud/{script}", *args, "--dry-run"], cwd=REPO_ROOT, check=True,
-                         capture_output=True, text=True).stdout
+                         capture_output=True, text=True, timeout=120).stdout
     return out.splitlines()
 
 
@@ -60,9 +60,45 @@ def test_gpu_vm_dry_run_prints_every_command_in_order():
     ]
 
 
+def _fake_tools(tmp_path, fail_on: str):
+    """gcloud, ssh, rsync and tar stand-ins on PATH that log their arguments, and fail when they hold `fail_on`
+    (the launchers' own logic runs for real; the machines are what a test cannot have)."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
+    bin_dir.mkdir()
+    for tool in ("gcloud", "ssh", "rsync", "tar"):
+        script = bin_dir / tool
+        script.write_text(f'#!/bin/sh\necho "{tool} $*" >> {log}\ncase "$*" in *"{fail_on}"*) exit 3;; esac\n')
+        script.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}, log
+
+
+def test_a_failed_training_still_fetches_the_workdir_before_the_vm_is_deleted(tmp_path):
+    """The training command fails on the machine: the launcher still copies the workdir (its checkpoints) back,
+    then deletes the TPU VM, and exits with an error; the GPU launcher likewise fetches."""
+    env, log = _fake_tools(tmp_path, fail_on="scripts/train.py")
+    run = subprocess.run([PYTHON, "scripts/cloud/tpu_vm.py", "--name", "fj", "--zone", "z", "--config", "e.py",
+                          "--workdir", "runs/w", "--fetch-into", str(tmp_path / "got")], cwd=REPO_ROOT, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and run.stderr.strip().splitlines()[-1].startswith("error: "), run.stderr
+    calls = [line.split()[:5] for line in log.read_text().splitlines()]
+    assert [c[0] for c in calls] == ["tar", "gcloud", "gcloud", "gcloud", "gcloud", "gcloud", "gcloud"], calls
+    assert [c[4] for c in calls[1:]] == ["create", "scp", "ssh", "ssh", "scp", "delete"], calls
+    assert "--recurse fj:fastjax/runs/w" in log.read_text().splitlines()[-2]  # the fetch, after the failed ssh
+
+    (tmp_path / "gpu").mkdir()
+    env, log = _fake_tools(tmp_path / "gpu", fail_on="scripts/train.py")
+    run = subprocess.run([PYTHON, "scripts/cloud/gpu_vm.py", "--host", "h", "--config", "e.py", "--workdir",
+                          "runs/w", "--fetch-into", str(tmp_path / "got")], cwd=REPO_ROOT, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    calls = log.read_text().splitlines()
+    assert [c.split()[0] for c in calls] == ["rsync", "ssh", "ssh", "rsync"] and "h:fastjax/runs/w" in calls[-1], calls
+
+
 def test_launchers_reject_unknown_arguments():
     result = subprocess.run([PYTHON, "scripts/cloud/gpu_vm.py", "--host", "h", "--config", "e.py", "--workdir", "w",
-                             "--epochs=3", "--dry-run"], cwd=REPO_ROOT, capture_output=True, text=True)
+                             "--epochs=3", "--dry-run"], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1] == ("error: unknown argument '--epochs=3' (only "
                                                       "--config.KEY=VALUE passes to train.py)")

@@ -35,7 +35,8 @@ def parse(argv=None) -> tuple[argparse.Namespace, list[str]]:
     return args, commands.check_overrides(overrides)
 
 
-def plan(args: argparse.Namespace, overrides: list[str]) -> list[commands.Command]:
+def plan(args: argparse.Namespace, overrides: list[str]) -> tuple[list[commands.Command], list[commands.Command]]:
+    """(commands in order, the fetch of the workdir, run whatever happened)."""
     ssh = ["ssh", "-p", str(args.port), *(["-i", args.ssh_key] if args.ssh_key else [])]
     remote = args.remote_dir.rstrip("/")
     setup = f"cd {shlex.quote(remote)} && bash scripts/setup.sh && .venv/bin/pip install -q \"{JAX_EXTRA}\""
@@ -45,6 +46,7 @@ def plan(args: argparse.Namespace, overrides: list[str]) -> list[commands.Comman
          REPO_ROOT + "/", f"{args.host}:{remote}/"],
         [*ssh, args.host, setup],
         [*ssh, args.host, train],
+    ], [
         ["mkdir", "-p", args.fetch_into],
         ["rsync", "-az", "-e", commands.quote(ssh), f"{args.host}:{remote}/{args.workdir.rstrip('/')}",
          args.fetch_into + "/"],
@@ -53,7 +55,8 @@ def plan(args: argparse.Namespace, overrides: list[str]) -> list[commands.Comman
 
 def main(argv=None) -> None:
     args, overrides = parse(argv)
-    commands.run(plan(args, overrides), args.dry_run)
+    steps, fetch = plan(args, overrides)
+    commands.run(steps, args.dry_run, fetch)
 
 
 if __name__ == "__main__":

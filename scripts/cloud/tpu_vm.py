@@ -38,7 +38,7 @@ def parse(argv=None) -> tuple[argparse.Namespace, list[str]]:
 
 
 def plan(args: argparse.Namespace, overrides: list[str]) -> tuple[list[commands.Command], list[commands.Command]]:
-    """(commands in order, cleanup commands run at the end whatever happened)."""
+    """(commands in order, cleanup commands run at the end whatever happened: fetch the workdir, delete the VM)."""
     archive = f"/tmp/fastjax-{args.name}.tar.gz"
     project = [f"--project={args.project}"] if args.project else []
     tpu_vm = ["gcloud", "compute", "tpus", "tpu-vm"]
@@ -53,12 +53,11 @@ def plan(args: argparse.Namespace, overrides: list[str]) -> tuple[list[commands.
         [*tpu_vm, "scp", archive, f"{args.name}:fastjax.tar.gz", *where, "--worker=all"],
         [*tpu_vm, "ssh", args.name, *where, "--worker=all", f"--command={setup}"],
         [*tpu_vm, "ssh", args.name, *where, "--worker=all", f"--command={train}"],
-        ["mkdir", "-p", args.fetch_into],
-        [*tpu_vm, "scp", "--recurse", f"{args.name}:fastjax/{args.workdir.rstrip('/')}", args.fetch_into, *where,
-         "--worker=0"],
     ]
-    cleanup = [] if args.keep else [[*tpu_vm, "delete", args.name, *where, "--quiet"]]
-    return steps, cleanup
+    fetch = [["mkdir", "-p", args.fetch_into],
+             [*tpu_vm, "scp", "--recurse", f"{args.name}:fastjax/{args.workdir.rstrip('/')}", args.fetch_into,
+              *where, "--worker=0"]]
+    return steps, fetch + ([] if args.keep else [[*tpu_vm, "delete", args.name, *where, "--quiet"]])
 
 
 def main(argv=None) -> None:

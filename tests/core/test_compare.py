@@ -57,7 +57,7 @@ def test_compare_two_real_experiments_three_seeds_each(tfds_dir, tmp_path):
     command = [sys.executable, "scripts/compare.py", "--baseline", "experiments/fashion_mnist_sgdr.py",
                "--variant", "experiments/fashion_mnist_wide_head.py", "--seeds", "3", "--workdir", str(tmp_path),
                *[arg.format(side="baseline") for arg in small], *[arg.format(side="variant") for arg in small]]
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| test_accuracy |" in result.stdout
     for name in ("compare.md", "compare.csv", "compare.png"):
@@ -79,6 +79,6 @@ def test_compare_two_real_experiments_three_seeds_each(tfds_dir, tmp_path):
                           ["per_seed"]] for side in ("baseline", "variant"))
     assert float(rows["test_accuracy"]["p"]) == pytest.approx(stats.welch_t_test(baseline, variant).p, abs=1e-9)
     # a rerun reads both finished sides back: nothing is trained again, the same table comes out
-    rerun = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+    rerun = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0 and rerun.stdout.startswith("baseline: ")
     assert result.stdout.endswith(rerun.stdout)  # the first run also printed its training progress

@@ -194,7 +194,7 @@ def test_two_processes_train_like_one_device(tmp_path, tfds_dir, mesh_runs):
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
-                proc.communicate()
+                proc.communicate(timeout=60)
     for i, (proc, (_, stderr)) in enumerate(zip(procs, outputs)):
         assert proc.returncode == 0, (i, stderr[-3000:])
 

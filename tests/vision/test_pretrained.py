@@ -252,7 +252,7 @@ class _RunsCode:
 def test_research_pretrained_does_not_import_torch():
     code = ("import sys, research.vision.pretrained, research.vision.resnet; "
             "assert 'torch' not in sys.modules, 'torch was imported'")
-    subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True)
+    subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True, timeout=120)
 
 
 def test_download_of_an_unknown_name_is_a_clear_error(tmp_path):
