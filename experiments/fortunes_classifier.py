@@ -45,7 +45,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.eval_batch_size = 128
     c.classifier = ml_collections.ConfigDict(dict(
         embed_drop=0.02, input_drop=0.1, hidden_drop=0.06, weight_drop=0.08, output_drop=0.04, head_hidden=50,
-        head_drops=(0.1, 0.05)))
+        head_drops=(0.1, 0.05), bptt=0))  # bptt > 0: BPT3C, documents read in windows of bptt tokens
     c.phase_epochs = (1, 1, 1, 2)  # gradual unfreezing: head; + last layer; + one more; everything
     c.learning_rate = 2e-2  # the head's peak rate; lr/2, lr/4, lr/10 in the later phases
     c.group_factor = 2.6  # each lower layer group at lr / 2.6
@@ -57,6 +57,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     if preset == "imdb":
         c.data.source = "tfds"
         c.max_tokens, c.buckets = 1024, (256, 512, 1024)
+        c.classifier.bptt = 64  # BPT3C: long reviews read whole, 64 tokens at a time (the buckets divide by it)
         c.batch_size = 64
     return c
 

@@ -147,10 +147,44 @@ def concat_pool(hidden_BxTxE, last_BxE, mask_BxT) -> jax.Array:
     return jnp.concatenate([last_BxE, max_BxE, mean_BxE], axis=-1)
 
 
+class WindowedEncoder(AWDEncoder):
+    """The encoder read one BPTT window at a time under `nn.scan` (BPT3C): the recurrent state is carried from
+    window to window and the concat-pooling statistics (running max, sum and count of the dropped outputs over
+    real positions) are accumulated, so a document longer than the window is pooled over all of it. Its
+    parameters are AWDEncoder's, at the same paths."""
+    train: bool = False
+
+    def __call__(self, state, window):
+        carry, max_BxE, sum_BxE, count_Bx1 = state
+        tokens_BxW, mask_BxW = window
+        no_reset_B = jnp.zeros(tokens_BxW.shape[0], bool)  # the first window starts from the zero carry
+        _, dropped, carry = super().__call__(tokens_BxW, no_reset_B, mask_BxW, self.train, carry)
+        mask_BxWx1 = mask_BxW[..., None]
+        max_BxE = jnp.maximum(max_BxE, jnp.max(jnp.where(mask_BxWx1, dropped, -jnp.inf), axis=1))
+        sum_BxE = sum_BxE + jnp.sum(dropped * mask_BxWx1, axis=1)
+        count_Bx1 = count_Bx1 + jnp.sum(mask_BxWx1, axis=1)
+        return (carry, max_BxE, sum_BxE, count_Bx1), None
+
+
+def windows(tokens_BxT, mask_BxT, window: int):
+    """(tokens BxNxW, mask BxNxW): the sequence cut into N = ceil(T / window) windows, the last one padded
+    (xxpad = 1, masked)."""
+    B, T = tokens_BxT.shape
+    N = -(-T // window)
+    pad = N * window - T
+    tokens_BxT = jnp.pad(tokens_BxT, ((0, 0), (0, pad)), constant_values=1)
+    mask_BxT = jnp.pad(mask_BxT, ((0, 0), (0, pad)), constant_values=False)
+    return tokens_BxT.reshape(B, N, window), mask_BxT.reshape(B, N, window)
+
+
 class TextClassifier(nn.Module):
     """ULMFiT's classifier: the AWD-LSTM encoder read over each document, concat pooling, and fastai's head
     (BatchNorm, dropout, Linear, ReLU; BatchNorm, dropout, Linear). Called as
-    `apply(variables, tokens_BxT, mask_BxT, train=...)` -> logits BxC."""
+    `apply(variables, tokens_BxT, mask_BxT, train=...)` -> logits BxC.
+
+    `bptt` > 0: BPT3C (fastai's classifier reading): the document is read in windows of `bptt` tokens with the
+    state carried and pooled over all of it (`WindowedEncoder`), the same result as one pass outside training,
+    with dropout masks drawn per window as fastai does. 0: one pass over the whole padded length."""
     vocab_size: int
     num_classes: int
     embed_dim: int = 400
@@ -163,16 +197,22 @@ class TextClassifier(nn.Module):
     output_drop: float = 0.1
     head_hidden: int = 50
     head_drops: Sequence[float] = (0.2, 0.1)
+    cell: str = "lstm"
+    bptt: int = 0
 
     @nn.compact
     def __call__(self, tokens_BxT, mask_BxT, train: bool = False):
-        encoder = AWDEncoder(self.vocab_size, self.embed_dim, self.hidden, self.num_layers, self.embed_drop,
-                             self.input_drop, self.hidden_drop, self.weight_drop, self.output_drop, name="encoder")
-        reset_B = jnp.ones(tokens_BxT.shape[0], bool)
-        hidden, dropped, carry = encoder(tokens_BxT, reset_B, mask_BxT, train)
-        del hidden
-        last_BxE = carry[-1][0]  # the state after each document's last real token (padding leaves it)
-        x = concat_pool(dropped, last_BxE, mask_BxT)
+        sizes = (self.vocab_size, self.embed_dim, self.hidden, self.num_layers, self.embed_drop, self.input_drop,
+                 self.hidden_drop, self.weight_drop, self.output_drop, self.cell)
+        if self.bptt > 0:
+            x = self.pool_windows(sizes, tokens_BxT, mask_BxT, train)
+        else:
+            encoder = AWDEncoder(*sizes, name="encoder")
+            reset_B = jnp.ones(tokens_BxT.shape[0], bool)
+            hidden, dropped, carry = encoder(tokens_BxT, reset_B, mask_BxT, train)
+            del hidden
+            last_BxE = carry[-1][0]  # the state after each document's last real token (padding leaves it)
+            x = concat_pool(dropped, last_BxE, mask_BxT)
         for i, (width, drop) in enumerate(zip((self.head_hidden, self.num_classes), self.head_drops)):
             x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f"head_bn_{i}")(x)
             x = nn.Dropout(drop)(x, deterministic=not train)
@@ -180,6 +220,17 @@ class TextClassifier(nn.Module):
             if i == 0:
                 x = nn.relu(x)
         return x
+
+    def pool_windows(self, sizes, tokens_BxT, mask_BxT, train: bool) -> jax.Array:
+        """BPT3C: [last, max, mean] (Bx3E) over the whole document, read window by window."""
+        scan = nn.scan(WindowedEncoder, variable_broadcast="params", split_rngs={"params": False, "dropout": True},
+                       in_axes=1, out_axes=1)
+        encoder = scan(*sizes, train=train, name="encoder")
+        B, E = tokens_BxT.shape[0], self.embed_dim
+        state = (initial_carry(self.cell, B, layer_sizes(self.hidden, E, self.num_layers), E),
+                 jnp.full((B, E), -jnp.inf), jnp.zeros((B, E)), jnp.zeros((B, 1)))
+        (carry, max_BxE, sum_BxE, count_Bx1), _ = encoder(state, windows(tokens_BxT, mask_BxT, self.bptt))
+        return jnp.concatenate([carry[-1][0], max_BxE, sum_BxE / jnp.maximum(count_Bx1, 1.0)], axis=-1)
 
     def layer_groups(self) -> list[str]:
         return [*encoder_groups(self.num_layers), "^head_"]

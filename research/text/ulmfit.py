@@ -46,6 +46,7 @@ def load_data(config, vocab: tokens.Vocab):
 def make_model(config, vocab_size: int, num_classes: int, model_config: dict) -> TextClassifier:
     """The classifier over the language model's encoder sizes (`model_config`, the LM run's config.model)."""
     lm = {k: model_config[k] for k in ("embed_dim", "hidden", "num_layers")}
+    lm["cell"] = model_config.get("cell", "lstm")  # language models saved before the QRNN option are LSTMs
     c = config.classifier.to_dict()
     return TextClassifier(vocab_size, num_classes, **lm, **{**c, "head_drops": tuple(c["head_drops"])})
 
