@@ -39,7 +39,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     # AWD-LSTM's dropouts scaled by fastai's drop_mult 0.3 (a small model trained for few epochs).
     c.model = ml_collections.ConfigDict(dict(
         embed_dim=200, hidden=400, num_layers=3, embed_drop=0.03, input_drop=0.18, hidden_drop=0.09,
-        weight_drop=0.15, output_drop=0.12))
+        weight_drop=0.15, output_drop=0.12, cell="lstm"))  # cell: "lstm" or "qrnn" (research/text/qrnn.py)
     c.ar, c.tar = 2.0, 1.0
     c.batch_size = 32
     c.bptt = 70
