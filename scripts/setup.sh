@@ -15,6 +15,11 @@ failed() {
 PACKAGES=""
 [ -d /usr/share/datasets/fashion-mnist ] || PACKAGES="$PACKAGES dataset-fashion-mnist"
 [ -d /usr/share/games/fortunes ] || PACKAGES="$PACKAGES fortunes"
+# The general-English corpus for language-model pretraining (research/text/general_corpus.py).
+[ -d /usr/share/wordnet ] || PACKAGES="$PACKAGES wordnet-base"
+[ -f /usr/share/dictd/gcide.dict.dz ] || PACKAGES="$PACKAGES dict-gcide"
+[ -f /usr/share/doc/jargon-text/jargon.txt.gz ] || PACKAGES="$PACKAGES jargon-text"
+[ -f /usr/share/debian-reference/debian-reference.en.txt.gz ] || PACKAGES="$PACKAGES debian-reference-en"
 if [ -n "$PACKAGES" ] && command -v apt-get >/dev/null; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   # Without them the experiments download the canonical files (Fashion-MNIST) or ask for a text folder.
