@@ -11,6 +11,7 @@ from research.core import steps
 from research.core.train_state import TrainState
 from research.text import language_model, qrnn
 from research.text.awd_lstm import AWDLSTM
+from research.text.char_rnn import CharRNN
 
 
 def sigmoid(x):
@@ -64,8 +65,9 @@ def test_qrnn_equals_its_per_step_reference(window, scan):
     np.testing.assert_allclose(new_carry[0][2], carry[0][2], atol=0)  # the empty row's state did not move
 
 
-def test_qrnn_windows_with_the_carry_equal_one_pass():
-    model = AWDLSTM(40, embed_dim=8, hidden=12, num_layers=3, cell="qrnn")
+@pytest.mark.parametrize("model", [AWDLSTM(40, embed_dim=8, hidden=12, num_layers=3, cell="qrnn"),
+                                   CharRNN(40, embed_dim=8, hidden_sizes=(12, 12), cell="qrnn")])
+def test_qrnn_windows_with_the_carry_equal_one_pass(model):
     tokens_BxT = jax.random.randint(jax.random.key(0), (2, 20), 0, 40)
     no_reset, ones = jnp.zeros(2, bool), jnp.ones((2, 20), bool)
     variables = model.init(jax.random.key(1), tokens_BxT, no_reset, ones)
