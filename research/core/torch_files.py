@@ -132,6 +132,26 @@ def _lazy_tensor(storage, offset, size, stride, *args):
     return _LazyTensor(storage, int(offset), tuple(size), tuple(stride))
 
 
+class _Inert:
+    """What an unknown global becomes with `inert_globals`: built from any arguments and state, and holding
+    none of them (no code of the checkpoint's runs; its tensors elsewhere are still rebuilt)."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+    def __setitem__(self, key, value):
+        pass
+
+    def append(self, value):
+        pass
+
+    def extend(self, values):
+        pass
+
+
 class _TensorUnpickler(pickle.Unpickler):
     """Rebuilds tensors (as numpy arrays), dicts and plain values; refuses every other global, so loading runs no
     code. `storage(storage type, key, numel, view)` returns the storage a persistent id names; `rebuild` makes a
@@ -144,9 +164,10 @@ class _TensorUnpickler(pickle.Unpickler):
         ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
     }
 
-    def __init__(self, file, path: str, storage, rebuild=_rebuild_tensor):
+    def __init__(self, file, path: str, storage, rebuild=_rebuild_tensor, inert_globals: bool = False):
         super().__init__(file)
         self._path, self._storage, self._rebuild = path, storage, rebuild
+        self._inert_globals = inert_globals
 
     def find_class(self, module: str, name: str):
         if (module, name) in (("torch._utils", "_rebuild_tensor"), ("torch._utils", "_rebuild_tensor_v2")):
@@ -157,6 +178,8 @@ class _TensorUnpickler(pickle.Unpickler):
             return _StorageType(np.dtype(_STORAGE_DTYPES[name]))
         if module == "torch" and name in _TORCH_DTYPES:
             return np.dtype(_TORCH_DTYPES[name])
+        if self._inert_globals:
+            return _Inert
         raise InputError(f"{self._path}: refusing to load {module}.{name}: only tensors and dicts are allowed")
 
     def persistent_load(self, pid):
@@ -166,7 +189,7 @@ class _TensorUnpickler(pickle.Unpickler):
         return self._storage(pid[1], str(pid[2]), int(pid[4]), pid[5] if len(pid) == 6 else None)
 
 
-def _zip_tensors(path: str):
+def _zip_tensors(path: str, inert_globals: bool = False):
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
         pickles = [n for n in names if n.endswith("data.pkl")]
@@ -187,10 +210,10 @@ def _zip_tensors(path: str):
             return storages[key]
 
         with archive.open(pickles[0]) as f:
-            return _TensorUnpickler(f, path, storage).load()
+            return _TensorUnpickler(f, path, storage, inert_globals=inert_globals).load()
 
 
-def _legacy_tensors(path: str):
+def _legacy_tensors(path: str, inert_globals: bool = False):
     """torch's pre-1.6 format: pickles of the magic number, the protocol version and system info, then the
     object (storages as persistent ids), the list of storage keys, and each storage as an int64 element count
     followed by its bytes, in that order."""
@@ -217,7 +240,7 @@ def _legacy_tensors(path: str):
             views.append((lazy, storages[key], int(offset)))
             return lazy
 
-        obj = _TensorUnpickler(f, path, storage, _lazy_tensor).load()
+        obj = _TensorUnpickler(f, path, storage, _lazy_tensor, inert_globals).load()
         for key in plain():  # the storages' bytes, in the order of this list
             lazy = storages[str(key)]
             (numel,) = struct.unpack("<q" if byteorder == "<" else ">q", f.read(8))
@@ -247,14 +270,16 @@ def _resolve(obj):
     return obj
 
 
-def read_torch_checkpoint(path: str, allow_legacy: bool = False) -> dict[str, np.ndarray]:
+def read_torch_checkpoint(path: str, allow_legacy: bool = False, inert_globals: bool = False) -> dict[str, np.ndarray]:
     """The tensors of a `torch.save` file as {name: numpy array}, without importing torch.
 
-    Accepts a state dict, or a dict holding one under "state_dict" or "model" (common training checkpoints)."""
+    Accepts a state dict, or a dict holding one under "state_dict" or "model" (common training checkpoints).
+    Other classes in the file are refused, or with `inert_globals` replaced by inert objects (for a checkpoint
+    that also pickles, say, its optimizer's state with a library's classes: only the tensors are kept)."""
     if zipfile.is_zipfile(path):
-        obj = _zip_tensors(path)
+        obj = _zip_tensors(path, inert_globals)
     elif allow_legacy:
-        obj = _legacy_tensors(path)
+        obj = _legacy_tensors(path, inert_globals)
     else:
         raise InputError(f"{path}: not a zip-format torch checkpoint (torch < 1.6 wrote a legacy format; "
                          "re-save it with a recent torch.save)")

@@ -2,7 +2,8 @@
 our AWDLSTM (research/text/awd_lstm.py) without PyTorch.
 
 fastai publishes each model as a .tgz holding the weights (`lstm_fwd.pth` / `lstm_bwd.pth`, a `torch.save` state
-dict, read by research/core/torch_files.py's restricted unpickler, torch's old format included) and the
+dict, read by research/core/torch_files.py's restricted unpickler, torch's old format included; classes other
+than tensors, such as an optimizer state saved beside the model, become inert objects) and the
 vocabulary (`itos_wt103.pkl`, a pickle of a list of str, read by a pickle reader that allows only plain values).
 
 fastai's state dict onto our parameters:
@@ -151,8 +152,8 @@ def _need(state_dict: Mapping[str, np.ndarray], key: str, source: str) -> np.nda
 def load(weights_path: str, vocab_path: str) -> Pretrained:
     """fastai's pretrained AWD-LSTM from its .pth and itos .pkl, as our vocabulary, sizes and params."""
     itos = read_itos(vocab_path)
-    params, config = awd_lstm_params(torch_files.read_torch_checkpoint(weights_path, allow_legacy=True),
-                                     weights_path)
+    state_dict = torch_files.read_torch_checkpoint(weights_path, allow_legacy=True, inert_globals=True)
+    params, config = awd_lstm_params(state_dict, weights_path)
     if len(itos) != params["output_bias"].shape[0]:
         raise InputError(f"{vocab_path} holds {len(itos)} tokens, the weights {params['output_bias'].shape[0]}")
     return Pretrained(tokens.Vocab(itos), config, params)

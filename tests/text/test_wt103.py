@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from research.core import torch_files
 from research.core.errors import InputError
 from research.text import tokens, wt103
 from research.text.awd_lstm import AWDLSTM
@@ -76,6 +77,23 @@ def test_loaded_wt103_layout_gives_pytorchs_forward(tmp_path, legacy):
     outputs, _ = model.apply({"params": pretrained.params}, jnp.asarray(tokens_BxT), jnp.ones(2, bool),
                              jnp.ones((2, 11), bool), train=False)
     np.testing.assert_allclose(outputs["logits"], torch_awd_lstm_logits(state, tokens_BxT), atol=1e-5)
+
+
+class OptimizerState:
+    """A class of the training library pickled beside the weights (fastai saves {"model": ..., "opt": ...})."""
+
+    def __init__(self):
+        self.hypers = [{"lr": 1e-3}]
+
+
+def test_a_checkpoint_with_other_classes_loads_its_model_tensors(tmp_path):
+    state = fastai_state_dict()
+    weights, vocab = saved(tmp_path, state, legacy=True)
+    torch.save({"model": state, "opt": OptimizerState()}, weights, _use_new_zipfile_serialization=False)
+    with pytest.raises(InputError, match="refusing to load .*OptimizerState"):
+        torch_files.read_torch_checkpoint(weights, allow_legacy=True)
+    pretrained = wt103.load(weights, vocab)
+    np.testing.assert_array_equal(pretrained.params["output_bias"], state["1.decoder.bias"].numpy())
 
 
 def test_itos_pickle_with_code_and_untied_weights_are_refused(tmp_path):
