@@ -74,9 +74,9 @@ def setup(config, mesh) -> experiment.Setup:
     return RECIPE.setup(config, mesh)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None = None) -> dict:
     """The n-gram baseline, the fit, test perplexity from the best checkpoint, samples.txt, results.json."""
-    return RECIPE.train_and_evaluate(config, workdir)
+    return RECIPE.train_and_evaluate(config, workdir, stop_at)
 
 
 def generate(config, workdir: str, prompt: str, temperature: float, length: int, top_k: int = 0,

@@ -158,3 +158,37 @@ def test_the_checks_catch_what_they_are_for(tmp_path):
     errors = contract_errors(source, module)
     assert {"no train_and_evaluate", "no predict", "no CAPABILITIES", "setup's arguments are not (config, mesh)"} \
         <= set(errors)
+
+
+def subprocess_timeout_errors(tree: ast.AST) -> list[str]:
+    """Calls that can hang forever: `subprocess.run/call/check_call/check_output` without `timeout=`, and a
+    process's `.wait()` or `.communicate()` without one (Popen itself takes none: its wait does)."""
+    errors = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+            continue
+        keywords = {k.arg for k in node.keywords}
+        name = node.func.attr
+        if isinstance(node.func.value, ast.Name) and node.func.value.id == "subprocess" and name in (
+                "run", "call", "check_call", "check_output"):
+            if "timeout" not in keywords:
+                errors.append(f"line {node.lineno}: subprocess.{name} without timeout")
+        elif name == "communicate" and "timeout" not in keywords and not node.args:
+            errors.append(f"line {node.lineno}: .communicate() without timeout")
+        elif name == "wait" and "timeout" not in keywords and not node.args and isinstance(
+                node.func.value, ast.Name) and node.func.value.id in ("proc", "process", "p"):
+            errors.append(f"line {node.lineno}: {node.func.value.id}.wait() without timeout")
+    return errors
+
+
+def test_every_subprocess_in_the_tests_and_scripts_has_a_timeout():
+    errors = [f"{path.relative_to(ROOT)} {error}" for path in _python_files("tests", "scripts")
+              for error in subprocess_timeout_errors(ast.parse(path.read_text()))]
+    assert errors == []
+
+
+def test_the_timeout_check_catches_a_call_without_one():
+    assert subprocess_timeout_errors(ast.parse("import subprocess\nsubprocess.run(['x'], check=True)")) != []
+    assert subprocess_timeout_errors(ast.parse("proc = subprocess.Popen(['x'])\nproc.communicate()")) != []
+    assert subprocess_timeout_errors(ast.parse("proc.wait()")) != []
+    assert subprocess_timeout_errors(ast.parse("subprocess.run(['x'], timeout=5)\nproc.wait(timeout=5)")) == []

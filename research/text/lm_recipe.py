@@ -119,8 +119,9 @@ class Recipe(NamedTuple):
             train_step=steps.make_train_step(self.task(config)), batches=batches,
             eval_step=steps.make_eval_step(self.task(config)))
 
-    def train_and_evaluate(self, config, workdir: str) -> dict:
-        """The n-gram baseline, the fit, held-out metrics from the best checkpoint, samples and results.json."""
+    def train_and_evaluate(self, config, workdir: str, stop_at: int | None = None) -> dict:
+        """The n-gram baseline, the fit, held-out metrics from the best checkpoint, samples and results.json.
+        `stop_at` stops the fit after that step (an interruption: rerun to resume) and returns {}."""
         timer = experiment.Timer()
         mesh = sharding.make_mesh(config.num_devices or None, config.fsdp_devices)
         with timer("data"):
@@ -136,7 +137,9 @@ class Recipe(NamedTuple):
             learning_rate = experiment.learning_rate(config, workdir, run)
         evaluate_valid = evaluator("valid", "valid_")
         with timer("train"):
-            state = experiment.fit(config, workdir, run, learning_rate, mesh, evaluate_valid)
+            state = experiment.fit(config, workdir, run, learning_rate, mesh, evaluate_valid, stop_at=stop_at)
+        if stop_at is not None and stop_at < config.num_epochs * run.batches.steps_per_epoch:
+            return {}
         state = inference.restore_trained(workdir, state, config.checkpoint.best_metric, config.checkpoint.best_mode)
         with timer("test"):
             metrics = {**evaluate_valid(state), **evaluator("test", "test_")(state)}

@@ -114,8 +114,13 @@ def test_predict_writes_a_csv_for_new_images_and_names_the_bad_file(trained_run,
         rows = list(csv.DictReader(f))
     assert len(rows) == 50 and set(rows[0]) >= {"file", "predicted", "probability", "top1", "top3_probability"}
     correct = [row["predicted"] == FOLDER_NAMES[int(os.path.basename(row["file"]).split("_")[0])] for row in rows]
-    assert np.mean(correct) > 0.4, np.mean(correct)  # chance is 0.1; validation accuracy was ~0.69
-    assert all(0.1 <= float(row["probability"]) <= 1 for row in rows)
+    majority = 5 / 50  # the most frequent class of these 50 (5 per class): what a model of class frequencies scores
+    assert np.mean(correct) > majority + 0.3, np.mean(correct)  # validation accuracy was ~0.69
+    # The probabilities mean something: higher on the right answers than on the wrong ones (a model that learnt
+    # nothing, or only the class frequencies, gives both the same).
+    probability = np.array([float(row["probability"]) for row in rows])
+    correct = np.array(correct)
+    assert probability[correct].mean() > probability[~correct].mean() + 0.1, probability
 
 
 def test_folder_images_are_decoded_converted_and_resized(image_folder):

@@ -378,7 +378,7 @@ def _fashion_validation():
     return train_images[start:], train_labels[start:]
 
 
-def test_a_few_real_training_steps_lower_the_loss_and_the_run_writes_its_results(trained_run):
+def test_a_few_real_training_steps_lower_the_loss_and_the_run_writes_its_results(trained_run, canvases_dir):
     config, workdir, results = trained_run
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]
@@ -391,6 +391,12 @@ def test_a_few_real_training_steps_lower_the_loss_and_the_run_writes_its_results
         for name in ("pixel_accuracy", "mean_iou", "foreground_dice", "iou_0", "iou_10"):
             assert 0 <= metrics[prefix + name] <= 1, prefix + name
     assert set(results["iou_per_class"]["test"]) == set(canvases.CLASS_NAMES)
+    # Better than the majority-class predictor (every pixel background) on the same test canvases: its pixel
+    # accuracy is the background's share, and its foreground IoU and dice are 0.
+    _, test_masks = canvases.load("test", canvases_dir, "small")
+    background = float(np.mean(test_masks == 0))
+    assert metrics["test_pixel_accuracy"] > background + 0.02, (metrics["test_pixel_accuracy"], background)
+    assert metrics["test_foreground_dice"] > 0.5 and metrics["test_mean_iou"] > 1 / 11, metrics
     assert os.path.getsize(os.path.join(workdir, "examples.png")) > 1000
 
 
