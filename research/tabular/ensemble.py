@@ -35,10 +35,19 @@ def as_model_output(averaged_outputs, kind: str):
     return averaged_outputs if kind == "regression" else jnp.log(jnp.clip(averaged_outputs, 1e-12, 1.0))
 
 
+def member_outputs(predict_one, states, batch):
+    """K x B x ... outputs of each member on the same batch: `predict_one` vmapped over the stacked parameters
+    and BatchNorm statistics (the rest of the state, e.g. a restored one's step, need not be stacked)."""
+    def one(params, batch_stats):
+        return predict_one(states.replace(params=params, batch_stats=batch_stats), batch)
+
+    return jax.vmap(one)(states.params, states.batch_stats)
+
+
 def make_predict(kind: str, log_target: bool):
     """`predict(states, batch) -> averaged outputs` of the stacked members, in evaluation mode."""
     one = steps.make_predict(tabular_task.task(kind, log_target))
-    return lambda states, batch: averaged(jax.vmap(one, in_axes=(0, None))(states, batch), kind)
+    return lambda states, batch: averaged(member_outputs(one, states, batch), kind)
 
 
 def make_evaluator(prep: Preprocessing, arrays: dict, batch_size: int, mesh, prefix: str = "valid_"):
@@ -48,7 +57,7 @@ def make_evaluator(prep: Preprocessing, arrays: dict, batch_size: int, mesh, pre
     one = steps.make_predict(task)
 
     def eval_step(states, batch):
-        outputs_KxB = jax.vmap(one, in_axes=(0, None))(states, batch)
+        outputs_KxB = member_outputs(one, states, batch)
         mask_B = batch["mask"].astype(jnp.float32)
         ensemble = task.metrics(as_model_output(averaged(outputs_KxB, prep.task), prep.task), batch, mask_B)
         each = jax.vmap(lambda outputs: task.metrics(outputs, batch, mask_B))(outputs_KxB)

@@ -125,7 +125,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at:
     c = config.checkpoint
     states = inference.restore_trained(workdir, states, c.best_metric, c.best_mode)
     outputs = lambda arrays: ensemble.outputs(states, data.prep, arrays, config, mesh)
-    metrics = evaluate_valid(states)
+    metrics = {**evaluate_valid(states), **ensemble.scores(data.prep, outputs, data.valid, "valid_")}  # + AUC
     test = data.test if config.score_test else None
     if test is not None:
         with timer("test"):

@@ -21,7 +21,9 @@ from research.tabular.model import TabularModel
 from experiments import sales_tabular
 
 HAS_WHEEL = os.path.exists(os.path.join(tabular.wheel_dir(), tabular.PLOTNINE_WHEEL))
-needs_wheel = pytest.mark.skipif(not HAS_WHEEL, reason="plotnine's wheel (scripts/setup.sh) is not downloaded")
+# Under CI the plotnine wheel must be there (scripts/setup.sh fetches it): the tests then fail naming it.
+needs_wheel = pytest.mark.skipif(not HAS_WHEEL and not os.environ.get("CI"),
+                                 reason="plotnine's wheel (scripts/setup.sh) is not downloaded")
 
 
 def _shops(**extra) -> pd.DataFrame:
@@ -145,7 +147,7 @@ def test_txhousing_predictions_for_new_rows_read_their_lags_from_the_history(tmp
     """One short epoch of the default table (lags 12 and 24 months): predicting the validation rows from a CSV
     without their sales gives the net's own validation outputs, so the lags were rebuilt from the history."""
     config = sales_tabular.get_config()
-    config.update(num_epochs=1, ensemble=1, baselines=False, interpret=False)
+    config.update(num_epochs=1, min_steps=0, ensemble=1, baselines=False, interpret=False)
     workdir = str(tmp_path / "run")
     sales_tabular.train_and_evaluate(config, workdir)
     data = dataset.load_table(config)
@@ -293,8 +295,7 @@ def _small_run_config(path, target, **data):
     config = sales_tabular.get_config()
     config.data.path, config.data.target = str(path), target
     config.data.update(valid_by="random", **data)
-    config.model.hidden, config.model.dropouts = (200, 100), (0.001, 0.01)
-    config.batch_size, config.num_epochs, config.learning_rate, config.ensemble = 32, 8, 1e-2, 1
+    config.update(num_epochs=8, min_steps=0, ensemble=1)
     return config
 
 
@@ -315,7 +316,7 @@ def test_a_classification_csv_trains_with_config_keys_only_beside_the_trees(tmp_
     assert metrics["valid_accuracy"] >= 0.95 and metrics["valid_log_loss"] < 0.3, metrics
     # log loss is convex in the probabilities: the average's is at most the members' mean
     assert metrics["valid_log_loss"] <= metrics["valid_log_loss_member_mean"] + 1e-6, metrics
-    assert all(os.path.isdir(os.path.join(workdir, f"member_{k}", "checkpoints")) for k in (0, 1))
+    assert os.path.isdir(os.path.join(workdir, "checkpoints"))  # one stacked checkpoint holds both members
     for name in ("hist_gradient_boosting", "random_forest"):
         assert baselines[name]["valid_accuracy"] >= 0.9 and "valid_log_loss" in baselines[name]
     assert {"bill_length_mm_na", "sex_na"} & set(results["inputs"]["categorical"]) == {"bill_length_mm_na"}
