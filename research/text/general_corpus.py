@@ -4,7 +4,7 @@ packages that scripts/setup.sh installs:
 | source | package | text | licence |
 |---|---|---|---|
 | wordnet | wordnet-base | WordNet 3.0 glosses and their example sentences | WordNet 3.0 (Princeton, permissive) |
-| gcide | dict-gcide | definitions of the Collaborative International Dictionary of English (Webster 1913 + WordNet) | GPL-2+ |
+| gcide | dict-gcide | the Collaborative International Dictionary of English's definitions (Webster 1913) | GPL-2+ |
 | jargon | jargon-text | the Jargon File's entries (hacker slang, essays) | public domain |
 | debian-reference | debian-reference-en | the Debian Reference's prose (commands and tables dropped) | GPL-2+ |
 
@@ -13,13 +13,13 @@ fortunes (the target task: stage 2 reads their training split; its held-out text
 
 Cleaning: dictionary markup (pronunciations, etymologies in brackets, source tags like "[1913 Webster]",
 citations "--Author.") and the Jargon File's cross-reference braces are removed; short entries are grouped into
-documents of at least `min_chars` characters. De-duplication: exact and near-duplicate documents
-(research/text/near_duplicates.py) are kept once, and any document that contains a fortune (the normalised
-first 60 characters of one of the fortunes, held-out ones included) is dropped, so pretraining cannot have read
-a test fortune. `build` writes corpus.txt (documents separated by blank lines: `--config.data.source=folder
---config.data.path=.../corpus.txt` reads one document per paragraph) and manifest.json (sources, licences,
-documents, characters and word tokens per source, what was dropped, the file's SHA-256) into
-~/.cache/fastjax/corpora/NAME/.
+documents of at least `min_chars` characters. De-duplication: exact and near-duplicate paragraphs
+(entries, glosses; research/text/near_duplicates.py) are kept once, across sources too, and any document that
+contains a fortune (the normalised first 60 characters of one of the fortunes, held-out ones included) is
+dropped, so pretraining cannot have read a test fortune. `build` writes corpus.txt (documents separated by
+blank lines: `--config.data.source=folder --config.data.path=.../corpus.txt` reads one document per paragraph)
+and manifest.json (sources, licences, documents, characters and word tokens per source, what was dropped, the
+file's SHA-256) into ~/.cache/fastjax/corpora/NAME/.
 """
 
 import dataclasses
@@ -175,14 +175,16 @@ def assemble(sources: dict[str, Source], protected: Sequence[str] = (), min_char
         if not os.path.exists(source.path):
             raise InputError(f"{source.path} not found: install Debian's package with "
                              f"`apt-get install -y {source.package}` (scripts/setup.sh does)")
-        grouped = group(source.read(source.path), min_chars)
-        kept, duplicates, overlapping = [], 0, 0
-        for document in grouped:
-            document_keys = near_duplicates.keys(document)
-            if seen.intersection(document_keys):
+        paragraphs, duplicates = [], 0
+        for paragraph in source.read(source.path):  # duplicates found entry by entry, across sources too
+            paragraph_keys = near_duplicates.keys(paragraph)
+            if seen.intersection(paragraph_keys):
                 duplicates += 1
                 continue
-            seen.update(document_keys)
+            seen.update(paragraph_keys)
+            paragraphs.append(paragraph)
+        kept, overlapping = [], 0
+        for document in group(paragraphs, min_chars):
             if prefixes and contains_any(document, prefixes):
                 overlapping += 1
                 continue
@@ -190,7 +192,7 @@ def assemble(sources: dict[str, Source], protected: Sequence[str] = (), min_char
         words = sum(len(tokens.tokenize(d)) - 1 for d in kept)  # without each document's xxbos
         report[name] = {"package": source.package, "licence": source.licence, "documents": len(kept),
                         "characters": sum(map(len, kept)), "word_tokens": words,
-                        "dropped_duplicates": duplicates, "dropped_containing_a_fortune": overlapping}
+                        "dropped_duplicate_paragraphs": duplicates, "dropped_containing_a_fortune": overlapping}
         documents.extend(kept)
     return documents, report
 

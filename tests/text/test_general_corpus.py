@@ -7,12 +7,14 @@ import os
 
 from research.text import general_corpus, tokens
 
-FORTUNE = "It is practically impossible to teach good programming style to students that have had prior exposure to BASIC."
+FORTUNE = ("It is practically impossible to teach good programming style to students that have had prior "
+           "exposure to BASIC.")
 
 WORDNET_LINES = [
     "  1 This software and database is being provided to you, the LICENSEE, by Princeton University\n",
     "00039211 04 n 01 interplay 0 001 @ 00039021 n 0000 | reciprocal action and reaction  \n",
-    '00039545 04 n 01 brush 4 001 @ 00039297 n 0000 | contact with something dangerous; "I had a brush with danger"  \n',
+    "00039545 04 n 01 brush 4 001 @ 00039297 n 0000 | contact with something dangerous; "
+    '"I had a brush with danger"  \n',
 ]
 
 GCIDE = """00-database-info
@@ -77,7 +79,7 @@ def test_build_deduplicates_drops_protected_text_and_reports(tmp_path):
     out = str(tmp_path / "corpus")
     manifest = general_corpus.build(out, fake_sources(tmp_path), protected=[FORTUNE, "Short one."], min_chars=1)
     sources = manifest["sources"]
-    assert sources["gcide"]["documents"] == 2 and sources["gcide"]["dropped_duplicates"] == 1
+    assert sources["gcide"]["documents"] == 2 and sources["gcide"]["dropped_duplicate_paragraphs"] == 1
     assert sources["jargon"]["documents"] == 1 and sources["jargon"]["dropped_containing_a_fortune"] == 1
     glosses = ["Reciprocal action and reaction.", "Contact with something dangerous. I had a brush with danger"]
     assert sources["wordnet"]["word_tokens"] == sum(len(tokens.tokenize(g)) - 1 for g in glosses) > 10
