@@ -41,7 +41,7 @@ def get_config(preset: str = "txhousing") -> ml_collections.ConfigDict:
     c = configs.base()
     c.data = dataset.data_config()
     c.model = ml_collections.ConfigDict(dict(
-        hidden=(256, 256, 256), dropouts=(0.1, 0.1, 0.1), embedding_dropout=0.0, batch_norm=False,
+        hidden=(256, 256, 256), dropouts=(0.0, 0.0, 0.0), embedding_dropout=0.0, batch_norm=False,
         numeric_bins=16, numeric_dim=8,  # piecewise-linear embeddings of the continuous inputs (0 bins: none)
         y_range_margin=0.2))  # regression: the output squashed into the training range widened by this
     c.learning_rate = 2e-3  # 0 runs the range test

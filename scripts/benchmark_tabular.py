@@ -22,7 +22,9 @@ and 36 months before as inputs, since 12 would reach into the test year).
 --part valid (what the defaults are tuned on) fits and scores nothing on the test rows; --part test scores
 them once with what validation chose. `--set KEY=VALUE` overrides the experiment's config (the ablations in
 docs/tabular.md). `--rows N` instead draws N rows of one table with replacement and times the whole command
-(the 50k-row check; scores meaningless, since drawn rows repeat across splits).
+(the 50k-row check; scores meaningless, since drawn rows repeat across splits). `--ensemble_timing` times
+the ensemble trained as one program against its members trained one after another (compilation included in
+both, as a user pays it).
 Writes WORKDIR/benchmark.json and prints one markdown table (the net's metric, the better tree's, their ratio,
 wall seconds).
 """
@@ -46,6 +48,8 @@ _TABLES = flags.DEFINE_list("tables", ["txhousing", "penguins", "diabetes", "bre
 _SPLITS = flags.DEFINE_integer("splits", 5, "Random splits of each table under 5k rows.")
 _SET = flags.DEFINE_multi_string("set", [], "KEY=VALUE config overrides (dotted keys), e.g. model.numeric=none.")
 _ROWS = flags.DEFINE_integer("rows", 0, "> 0: time the whole command on this many rows drawn from the table.")
+_ENSEMBLE_TIMING = flags.DEFINE_bool("ensemble_timing", False, "Time the default ensemble as one program against "
+                                     "its members trained one after another, on the first table.")
 
 SMALL_TABLE = 5000
 
@@ -164,9 +168,45 @@ def time_rows(name: str, workdir: str, rows: int) -> None:
           f"(timings {results['timings']})")
 
 
+def time_ensemble(name: str, workdir: str) -> None:
+    """Seconds to train the config's K members as one vmapped program and as K runs one after another, from
+    scratch in fresh workdirs, on the table's first split."""
+    from research.core import experiment, seeds, sharding
+    from research.tabular import dataset, ensemble, recipe
+    csv_path, target = "", ""
+    if name != "txhousing":
+        frame, target = table(name)
+        os.makedirs(workdir, exist_ok=True)
+        csv_path = os.path.join(workdir, f"{name}.csv")
+        frame.to_csv(csv_path, index=False)
+    config = table_config(name, csv_path, target, 0, False)
+    mesh = sharding.make_mesh(1)
+    data = dataset.load_table(config)
+    run = recipe.setup_on(config, mesh, data)
+    num_steps = recipe.num_steps_for(config, run.batches.steps_per_epoch)
+    members = ensemble.members(config)
+    started = time.time()
+    seeds.fit(config, os.path.join(workdir, "stacked"), run, members, config.learning_rate, mesh,
+              num_steps=num_steps, checkpoint_every=num_steps)
+    stacked = time.time() - started
+    started = time.time()
+    for seed in members.seeds:
+        member_config = config.copy_and_resolve_references()
+        member_config.seed = seed
+        member_config.checkpoint.every_epochs = num_steps  # one checkpoint at the end, as the stacked run
+        experiment.fit(member_config, os.path.join(workdir, f"single_{seed}"),
+                       recipe.setup_on(member_config, mesh, data), config.learning_rate, mesh, num_steps=num_steps)
+    sequential = time.time() - started
+    print(f"{name}: {members.size} members x {num_steps} steps of {run.batches.batch_size} rows: one program "
+          f"{stacked:.1f} s, one after another {sequential:.1f} s, ratio {sequential / stacked:.2f}x")
+
+
 def main(argv):
     del argv
     workdir = _WORKDIR.value
+    if _ENSEMBLE_TIMING.value:
+        time_ensemble(_TABLES.value[0], workdir)
+        return
     if _ROWS.value:
         time_rows(_TABLES.value[0], workdir, _ROWS.value)
         return
