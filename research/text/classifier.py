@@ -34,6 +34,7 @@ class LanguageModel(NamedTuple):
     vocab: tokens.Vocab
     model_config: dict  # AWDLSTM's keyword arguments (without vocab_size)
     encoder_params: dict
+    output_bias: np.ndarray | None = None  # the decoder's bias (V), for fine-tuning the language model itself
 
 
 def load_language_model(lm_workdir: str, vocab_file: str = "vocab.json") -> LanguageModel:
@@ -50,7 +51,8 @@ def load_language_model(lm_workdir: str, vocab_file: str = "vocab.json") -> Lang
     checkpoint = config.get("checkpoint", {})
     state = inference.restore_for_inference(lm_workdir, model.apply, variables, checkpoint.get("best_metric", ""),
                                             checkpoint.get("best_mode", "max"))
-    return LanguageModel(vocab, model_config, jax.device_get(state.params["encoder"]))
+    params = jax.device_get(state.params)
+    return LanguageModel(vocab, model_config, params["encoder"], params["output_bias"])
 
 
 class Phase(NamedTuple):

@@ -20,7 +20,7 @@ import numpy as np
 from research.core import experiment, inference, sharding, steps
 from research.core.errors import InputError
 from research.core.train_state import TrainState
-from research.text import documents, fortunes, language_model, ngram
+from research.text import documents, fortunes, language_model, near_duplicates, ngram
 from research.text.lm_stream import LMStream
 
 VOCAB_FILE = "vocab.json"
@@ -35,8 +35,9 @@ def load_documents(config) -> tuple[fortunes.Split, str]:
         split = fortunes.lm_split(data.path, config.seed, data.test_fraction, data.valid_fraction)
         if data.get("exclude_classifier_holdout", False):
             held, _ = fortunes.topic_split(data.path, data.classifier_topics, config.seed)
-            exclude = set(held.valid.texts) | set(held.test.texts)
-            split = split._replace(train=[t for t in split.train if t not in exclude])
+            held_keys = {key for text in held.valid.texts + held.test.texts for key in near_duplicates.keys(text)}
+            split = split._replace(train=[t for t in split.train  # near-duplicates of a held-out text too
+                                          if not held_keys.intersection(near_duplicates.keys(t))])
         return split, "%\n"
     if data.source == "folder":
         if not data.path:
