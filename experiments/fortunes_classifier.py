@@ -38,7 +38,8 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.lm_workdir = ""  # a finished experiments/fortunes_lm.py run
     c.data = ml_collections.ConfigDict(dict(
         source="fortunes", path="", num_topics=10, test_fraction=0.2, valid_fraction=0.1,
-        text_column="text", label_column="label"))
+        text_column="text", label_column="label",
+        labels_per_class=0))  # N > 0: N labelled training documents per class (ULMFiT's few-label setting)
     c.max_tokens = 160  # longer documents are cut (5% of the fortunes)
     c.buckets = (64, 160)  # padded lengths: one compilation each
     c.batch_size = 32

@@ -116,3 +116,16 @@ def _tfds_imdb(split: str, data_dir: str) -> tuple[list[str], list[str]]:
         texts.append(text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text))
         labels.append(names[int(example["label"])] if split != "unsupervised" else "")
     return [t.replace("<br />", "\n") for t in texts], labels
+
+
+def labels_per_class(labelled: LabelledTexts, n: int, seed: int) -> tuple[LabelledTexts, list[str]]:
+    """(at most `n` documents of each class, drawn by `seed`, in their original order; the other texts, unlabelled):
+    ULMFiT's few-label setting, where the texts whose labels are not used still serve language-model fine-tuning."""
+    rng = np.random.default_rng(seed)
+    keep = set()
+    for label in np.unique(labelled.labels):
+        rows = rng.permutation(np.flatnonzero(labelled.labels == label))
+        keep.update(rows[:n].tolist())
+    kept = sorted(keep)
+    rest = [labelled.texts[i] for i in range(len(labelled.texts)) if i not in keep]
+    return LabelledTexts([labelled.texts[i] for i in kept], labelled.labels[kept]), rest

@@ -30,7 +30,8 @@ VOCAB_FILE = "vocab.json"
 
 
 def load_data(config, vocab: tokens.Vocab):
-    """(Split of LabelledTexts, {split: token ids per document}, class names)."""
+    """(Split of LabelledTexts, {split: token ids per document}, class names). With `data.labels_per_class` = N
+    > 0, the training split keeps N labelled documents per class (labelled_text.labels_per_class)."""
     d = config.data
     if d.source == "fortunes":
         split, class_names = fortunes.topic_split(d.path, d.num_topics, config.seed, d.test_fraction,
@@ -38,6 +39,9 @@ def load_data(config, vocab: tokens.Vocab):
     else:
         split, class_names = labelled_text.load(d.source, d.path, config.seed, d.valid_fraction, d.test_fraction,
                                                 d.text_column, d.label_column, config.data_dir)
+    if d.get("labels_per_class", 0):
+        train, _ = labelled_text.labels_per_class(split.train, d.labels_per_class, config.seed)
+        split = split._replace(train=train)
     ids = {name: [vocab.numericalize(tokens.tokenize(t)) for t in part.texts]
            for name, part in split._asdict().items()}
     return split, ids, class_names

@@ -1,0 +1,33 @@
+"""ULMFiT's few-label setting (`data.labels_per_class`): N labelled training documents per class, the rest of the
+training texts returned as unlabelled text, validation and test untouched."""
+
+import numpy as np
+
+from experiments import fortunes_classifier
+from research.text import labelled_text, tokens, ulmfit
+from research.text.fortunes import LabelledTexts
+
+
+def test_n_documents_per_class_and_the_rest_unlabelled():
+    texts = [f"text {i}" for i in range(20)]
+    labels = np.asarray([0] * 12 + [1] * 5 + [2] * 3, np.int32)
+    kept, rest = labelled_text.labels_per_class(LabelledTexts(texts, labels), 4, seed=0)
+    assert np.bincount(kept.labels).tolist() == [4, 4, 3]  # a class with fewer keeps all of them
+    assert sorted(kept.texts + rest, key=lambda t: int(t.split()[1])) == texts
+    assert [t for t in kept.texts if t in texts[17:]] == texts[17:]  # the original order
+    again, _ = labelled_text.labels_per_class(LabelledTexts(texts, labels), 4, seed=0)
+    assert again.texts == kept.texts
+    other, _ = labelled_text.labels_per_class(LabelledTexts(texts, labels), 4, seed=1)
+    assert other.texts != kept.texts
+
+
+def test_the_classifier_config_trains_on_n_per_class():
+    config = fortunes_classifier.get_config("cpu")
+    config.data.num_topics = 3
+    config.data.labels_per_class = 10
+    split, ids, class_names = ulmfit.load_data(config, tokens.Vocab(tokens.SPECIALS))
+    assert np.bincount(split.train.labels).tolist() == [10, 10, 10] and len(ids["train"]) == 30
+    config.data.labels_per_class = 0
+    full, _, _ = ulmfit.load_data(config, tokens.Vocab(tokens.SPECIALS))
+    assert len(full.train.texts) > 300 and full.test.texts == split.test.texts
+    assert set(split.train.texts) <= set(full.train.texts)
