@@ -43,17 +43,17 @@ PETS = ["weights=", "data.image_size=32", "batch_size=8", "eval_batch_size=8", "
 # three fortune topics), {classes} (a CSV of those topics' texts and names) and {CASE} (that case's workdir)
 # filled in. MOCK: trained in process on TFDS's mock data.
 CASES = {
-    "fashion_mnist:cpu": IMAGES,
+    "fashion_mnist:cpu": [*[o for o in IMAGES if not o.startswith("learning_rate")], "lr_find.num_steps=12"],
     "fashion_mnist:long": IMAGES,
     "fashion_mnist_sgdr:cpu": IMAGES,
     "fashion_mnist_wide_head:cpu": IMAGES,
     "fashion_mosaics_multilabel:cpu": MOSAICS,
-    "fashion_mosaics_multilabel:small": MOSAICS,
+    "fashion_mosaics_multilabel:small": [],  # the preset's own budget (6 + 1 epochs of 2000 small mosaics)
     "fashion_transfer:cpu": TRANSFER,
     "segmentation:default": SEGMENTATION,
     "movielens:dot": COLLAB,
     "movielens:net": COLLAB,
-    "movielens:bayes": ["bayes.num_sweeps=30", "bayes.burn_in=10", "interpret=False"],
+    "movielens:bayes": ["bayes.num_sweeps=40", "bayes.burn_in=10", "interpret=False"],
     "fortunes_lm:cpu": [*TEXT, *LM, "num_epochs=2", "model.hidden=128", "model.embed_dim=64", "vocab.min_freq=2"],
     "fortunes_lm:long": [*TEXT, *LM, "batch_size=8", "eval_batch_size=8", "num_epochs=1"],
     "fortunes_classifier:cpu": ["data.source=csv", "data.path={classes}", "lm_workdir={fortunes_lm:cpu}",
@@ -329,3 +329,52 @@ def test_the_ulmfit_classifier_beats_the_class_frequencies_and_predict_labels_he
     assert len(rows) == len(split.test.texts)
     accuracy = np.mean([row["predicted"] == row["input"][5:-4] for row in rows])
     assert accuracy > majority + 0.15, (accuracy, majority)
+
+
+def test_movielens_presets_beat_the_mean_and_the_bias_baseline(finished_runs, movielens_frame):
+    """On the random 80/20 split: one epoch of the dot model beats predicting the training mean; the bias
+    baseline (ALS) beats the mean too; a short Gibbs chain (Bayesian MF) beats the bias baseline."""
+    import ml_collections
+
+    from research.collab import ratings
+    from research.core import inference
+    config = ml_collections.ConfigDict(inference.read_run_info(str(finished_runs("movielens:dot")))[1])
+    data = ratings.load(config)
+    mean_rmse = float(np.sqrt(np.mean((data.valid["target"] - data.train["target"].mean()) ** 2)))  # ~1.13
+    dot = json.load(open(finished_runs("movielens:dot") / "results.json"))
+    baseline = dot["baselines"]["bias_als"]
+    assert dot["metrics"]["valid_rmse"] < mean_rmse - 0.1, (dot["metrics"], mean_rmse)  # measured ~0.95
+    assert baseline["valid_rmse"] < mean_rmse - 0.1 and baseline["lambda_user"] > 0, baseline
+    assert any("train_squared_error" in line for line in open(finished_runs("movielens:dot") / "metrics.jsonl"))
+    bayes = json.load(open(finished_runs("movielens:bayes") / "results.json"))
+    assert bayes["metrics"]["valid_rmse"] < bayes["baselines"]["bias_als"]["valid_rmse"] - 0.01, bayes["metrics"]
+
+
+def test_the_small_mosaics_preset_learns_beyond_predicting_every_class(finished_runs, tfds_dir):
+    """Predicting every class scores F2 = 5n / (5n + 10 - n) for n true labels (~0.6 here); training beats it.
+    Stage 2 (56 px, 40 steps) starts from stage 1's weights (28 px, 240 steps)."""
+    from research.vision import fashion_mosaics, multilabel
+    results = json.load(open(finished_runs("fashion_mosaics_multilabel:small") / "results.json"))
+    _, test_labels = fashion_mosaics.load("test", tfds_dir, "small")
+    every_class = multilabel.mean_fbeta(np.ones_like(test_labels), test_labels, 2.0)
+    metrics = results["metrics"]
+    assert [s["size"] for s in results["stages"]] == [28, 56]
+    assert metrics["test_f2"] > max(0.75, every_class + 0.1) and metrics["test_f1"] > 0.6, (metrics, every_class)
+    assert len(results["thresholds"]) == 10 and all(0 < t < 1 for t in results["thresholds"])
+
+
+def test_a_lesson1_run_writes_results_logs_plots_and_checkpoints(finished_runs):
+    """fashion_mnist:cpu (the range test, then 2 epochs on 900 images): every output the README lists."""
+    from research.core.checkpoint import Checkpointer
+    workdir = finished_runs("fashion_mnist:cpu")
+    results = json.load(open(workdir / "results.json"))
+    assert results["metrics"]["test_accuracy"] > 0.5 and results["metrics"]["valid_accuracy"] > 0.5  # chance: 0.1
+    assert 0 < results["learning_rate"] < 10 and set(results) >= {"metrics", "config", "timings", "devices",
+                                                                   "versions"}
+    for name in ("lr_find.png", "lr_find.json", "confusion_matrix.png", "most_confused.png", "top_losses.png",
+                 "cam.png", "metrics.jsonl"):
+        assert (workdir / name).stat().st_size > 0, name
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(workdir / "tensorboard"))
+    lines = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+    assert any("train_loss" in line for line in lines) and any("valid_accuracy" in line for line in lines)
+    assert Checkpointer(str(workdir / "checkpoints")).latest_step() == results["steps"] == 36

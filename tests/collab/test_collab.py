@@ -1,5 +1,6 @@
 """Collaborative filtering (lesson 5): the bias baseline, unseen users and items, y_range, the ratings CSV's
-errors, real training on MovieLens-100k, one compiled epoch against the step loop, and predict."""
+errors, one compiled epoch against the step loop, a time split and predict, resume. The presets' runs on
+MovieLens-100k (and their floors) are in tests/test_experiments.py."""
 
 import os
 
@@ -125,20 +126,6 @@ def test_one_compiled_epoch_equals_the_step_loop(movielens_ratings, tmp_path):
     assert not np.allclose(np.asarray(looped.params["item_bias"]), 0.0, atol=1e-3)
 
 
-def test_real_training_on_movielens_beats_the_mean(movielens_ratings, tmp_path):
-    """One epoch of the dot model (1cycle, the default preset's rate) on the random 80/20 split."""
-    config = movielens.get_config("dot")
-    config.num_epochs = 1
-    config.interpret = False
-    results = movielens.train_and_evaluate(config, str(tmp_path / "run"))
-    valid_rmse = results["metrics"]["valid_rmse"]
-    baseline = results["baselines"]["bias_als"]
-    assert valid_rmse < 0.97  # predicting the mean gives 1.13; one epoch reaches about 0.95
-    assert baseline["valid_rmse"] < 0.95 and baseline["lambda_user"] > 0
-    logged = [line for line in open(tmp_path / "run" / "metrics.jsonl") if "train_squared_error" in line]
-    assert logged  # the epoch's training metrics were logged
-
-
 def test_csv_training_and_top_n_recommendations(movielens_ratings, tmp_path):
     frame = movielens_ratings.frame.iloc[:20000]
     csv = str(tmp_path / "mine.csv")
@@ -193,22 +180,6 @@ def test_bpmf_recovers_a_planted_low_rank_matrix():
     rmse = np.sqrt(np.mean((predicted - truth)[held_out] ** 2))
     assert rmse < 0.35 * np.std(truth[held_out])
     assert np.all(np.isfinite(predicted[0])) and abs(predicted[0].mean() - ratings.mean()) < 0.3
-
-
-def test_bayes_preset_on_movielens_and_its_recommendations(tmp_path):
-    """A short chain on the real random 80/20 split beats the bias baseline; predict ranks from the saved
-    posterior ratings."""
-    config = movielens.get_config("bayes")
-    config.bayes.update(num_sweeps=40, burn_in=10)
-    workdir = str(tmp_path / "run")
-    results = movielens.train_and_evaluate(config, workdir)
-    assert results["metrics"]["valid_rmse"] < results["baselines"]["bias_als"]["valid_rmse"] - 0.01
-    users = str(tmp_path / "users.csv")
-    pd.DataFrame({"user": ["196", "nobody"]}).to_csv(users, index=False)
-    top = pd.DataFrame(movielens.predict(config, workdir, users))
-    assert len(top) == 2 * config.top_n
-    first = top[top["user"] == "196"]
-    assert first["predicted_rating"].is_monotonic_decreasing and first["predicted_rating"].between(1, 5).all()
 
 
 def test_an_interrupted_and_resumed_run_equals_an_uninterrupted_one(movielens_ratings, tmp_path):

@@ -1,5 +1,6 @@
 """Multi-label: F-beta and the threshold search on hand-computed cases, the loss and step metrics, the
-Fashion-MNIST mosaics (TFDS builder on the real images) and a reduced run of the mosaics experiment."""
+Fashion-MNIST mosaics (TFDS builder on the real images); the small preset's run and its floor are in
+tests/test_experiments.py."""
 
 import json
 import os
@@ -8,11 +9,9 @@ import sys
 
 import jax.numpy as jnp
 import numpy as np
-import PIL.Image
 import pytest
 
 from conftest import REPO_ROOT
-from experiments import fashion_mosaics_multilabel as experiment
 from research.core.errors import InputError
 from research.vision import fashion_mnist, fashion_mosaics, multilabel
 
@@ -117,32 +116,6 @@ def test_tfds_builder_writes_the_seeded_mosaics(mosaics_dir, tmp_path):
     train_images, _ = fashion_mosaics.load("train", mosaics_dir, "small")
     validation_images, _ = fashion_mosaics.load("validation", mosaics_dir, "small")
     assert len(train_images) == 2000 and len(validation_images) == 500
-
-
-def test_reduced_experiment_learns_and_writes_results(mosaics_dir, tmp_path):
-    config = experiment.get_config("small")
-    config.data_dir = mosaics_dir
-    results = experiment.train_and_evaluate(config, str(tmp_path))
-    with open(tmp_path / "results.json") as f:
-        assert json.load(f)["metrics"]["test_f2"] == results["metrics"]["test_f2"]
-    # Predicting every class scores F2 = 5n / (5n + 10 - n) for n true labels (~0.6 here); training beats it.
-    _, test_labels = fashion_mosaics.load("test", mosaics_dir, "small")
-    all_classes = multilabel.mean_fbeta(np.ones_like(test_labels), test_labels, 0.5)
-    assert all_classes < 0.65
-    # Stage 2 (56 px, 40 steps) starts from stage 1's weights (28 px, 240 steps); from scratch it would not
-    # get far from predicting every class.
-    assert [s["size"] for s in results["stages"]] == [28, 56]
-    metrics = results["metrics"]
-    assert metrics["test_f2"] > 0.75 and metrics["test_f1"] > 0.6, metrics
-    assert len(results["thresholds"]) == 10 and all(0 < t < 1 for t in results["thresholds"])
-    # Prediction rows for new images: the classes above the run's thresholds (scripts/predict.py writes them).
-    images, _ = fashion_mosaics.load("validation", mosaics_dir, "small")
-    for i in range(3):
-        PIL.Image.fromarray(images[i, :, :, 0]).save(tmp_path / f"new{i}.png")
-    rows = experiment.predict(config, str(tmp_path), str(tmp_path))
-    assert [os.path.basename(row["file"]) for row in rows] == ["new0.png", "new1.png", "new2.png"]
-    words = {word for name in fashion_mnist.CLASS_NAMES for word in name.split()}  # "Ankle boot" has a space
-    assert all(set(row["predicted"].split()) <= words and row["top1"] in fashion_mnist.CLASS_NAMES for row in rows)
 
 
 def test_lr_find_cli_sweeps_the_mosaics_experiment(mosaics_dir, tmp_path):
