@@ -3,14 +3,12 @@ images, the U-Net's shapes and its pretrained encoder, the own-masks loader and 
 Fashion-MNIST canvases (the loss falls; results, examples and predicted mask PNGs are written)."""
 
 import functools
-import json
 import os
 import re
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import PIL.Image
@@ -21,7 +19,6 @@ import torch
 from experiments import segmentation as experiment
 from research.core import optimizers
 from research.core.errors import InputError
-from research.core.inference import PartialPredictions
 from research.core.train_state import TrainState
 from research.vision import augment_joint, canvases, masks, pretrained, resnet, segmentation, segmenter, unet
 
@@ -322,9 +319,6 @@ def test_own_masks_errors_name_the_file(tmp_path):
 
 # --- the experiment, on real canvases ----------------------------------------------------------------------
 
-TINY_MODEL = dict(stem_width=8, stage_widths=(16, 32, 64), stage_sizes=(1, 1, 1), stage_strides=(2, 2, 2),
-                  final_width=8)
-
 
 @pytest.fixture(scope="module")
 def canvases_dir(tmp_path_factory):
@@ -332,18 +326,6 @@ def canvases_dir(tmp_path_factory):
     data_dir = str(tmp_path_factory.mktemp("canvases"))
     canvases.FashionCanvases(config="small", data_dir=data_dir, file_format="array_record").download_and_prepare()
     return data_dir
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, canvases_dir):
-    """A tiny U-Net trained for 2 epochs of 320 small canvases (real Fashion-MNIST items)."""
-    workdir = str(tmp_path_factory.mktemp("segmentation"))
-    config = experiment.get_config()
-    config.data.update(canvases="small", train_examples=320)
-    config.model.update(TINY_MODEL)
-    config.update(data_dir=canvases_dir, batch_size=32, eval_batch_size=100, num_epochs=2, learning_rate=1e-2,
-                  log_every=2, examples_shown=2)
-    return config, workdir, experiment.train_and_evaluate(config, workdir)
 
 
 def test_canvases_are_deterministic_and_masks_follow_the_pixels(canvases_dir):
@@ -376,54 +358,6 @@ def _fashion_validation():
     train_images, train_labels = fashion_mnist.raw_arrays("/nonexistent")["train"]
     start = fashion_mnist.DERIVED_VALIDATION_START
     return train_images[start:], train_labels[start:]
-
-
-def test_a_few_real_training_steps_lower_the_loss_and_the_run_writes_its_results(trained_run, canvases_dir):
-    config, workdir, results = trained_run
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        rows = [json.loads(line) for line in f]
-    losses = [row["train_loss"] for row in rows if "train_loss" in row]
-    valid_losses = [row["valid_loss"] for row in rows if "valid_loss" in row]
-    assert len(losses) == 10 and np.mean(losses[-2:]) < 0.85 * losses[0], losses
-    assert len(valid_losses) == 2 and valid_losses[1] < valid_losses[0], valid_losses  # after epochs 1 and 2
-    metrics = results["metrics"]
-    for prefix in ("valid_", "test_"):
-        for name in ("pixel_accuracy", "mean_iou", "foreground_dice", "iou_0", "iou_10"):
-            assert 0 <= metrics[prefix + name] <= 1, prefix + name
-    assert set(results["iou_per_class"]["test"]) == set(canvases.CLASS_NAMES)
-    # Better than the majority-class predictor (every pixel background) on the same test canvases: its pixel
-    # accuracy is the background's share, and its foreground IoU and dice are 0.
-    _, test_masks = canvases.load("test", canvases_dir, "small")
-    background = float(np.mean(test_masks == 0))
-    assert metrics["test_pixel_accuracy"] > background + 0.02, (metrics["test_pixel_accuracy"], background)
-    assert metrics["test_foreground_dice"] > 0.5 and metrics["test_mean_iou"] > 1 / 11, metrics
-    assert os.path.getsize(os.path.join(workdir, "examples.png")) > 1000
-
-
-def test_predict_writes_a_mask_png_per_image_at_its_size(trained_run, tmp_path, canvases_dir):
-    config, workdir, _ = trained_run
-    images, _ = canvases.load("test", canvases_dir, "small")
-    folder = tmp_path / "new"
-    folder.mkdir()
-    for i in range(3):
-        PIL.Image.fromarray(images[i, ..., 0]).save(folder / f"canvas{i}.png")
-    PIL.Image.fromarray(images[3, ..., 0]).resize((80, 70)).save(folder / "bigger.png")
-    (folder / "broken.png").write_bytes(b"not a png")
-    out = tmp_path / "masks"
-    assert experiment.CAPABILITIES.predict_writes_folder
-    with pytest.raises(PartialPredictions, match="1 of 5 files could not be read .*broken.png") as raised:
-        # As scripts/predict.py calls it: the run's config read back from JSON.
-        experiment.predict(ml_collections.ConfigDict(json.loads(config.to_json_best_effort())), workdir,
-                           str(folder), str(out))
-    written = sorted(os.listdir(out))
-    assert written == ["bigger.png", "canvas0.png", "canvas1.png", "canvas2.png"]
-    rows = raised.value.rows  # the readable images' masks, described
-    assert [os.path.basename(row["mask"]) for row in rows] == written
-    assert [(row["width"], row["height"]) for row in rows] == [(80, 70)] + [(64, 64)] * 3
-    assert all(os.path.basename(row["file"]) == os.path.basename(row["mask"]) for row in rows)
-    assert PIL.Image.open(out / "bigger.png").size == (80, 70)
-    mask = np.asarray(PIL.Image.open(out / "canvas0.png"))
-    assert mask.shape == (64, 64) and mask.max() <= 10
 
 
 def test_pets_preset_reads_tfds_trimaps(monkeypatch):
