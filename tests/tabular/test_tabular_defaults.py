@@ -4,6 +4,8 @@ scaling with smooth clipping, label smoothing, and a run interrupted and resumed
 
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -11,10 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from research.core import experiment, seeds, sharding
+from research.core import experiment, inference, seeds, sharding
 from research.tabular import dataset, ensemble, numeric_embeddings, preprocessing, recipe, table as tabular
 from research.tabular import task as tabular_task
+from research.tabular.splits import split_rows
 from experiments import sales_tabular
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 HAS_WHEEL = os.path.exists(os.path.join(tabular.wheel_dir(), tabular.PLOTNINE_WHEEL))
 # Under CI the plotnine wheel must be there (scripts/setup.sh fetches it): the test then fails naming it.
@@ -129,13 +134,28 @@ def test_the_ensemble_as_one_program_equals_its_members_separate_runs(tmp_path):
 @needs_wheel
 def test_an_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     """The ensemble's run stopped at step 20 (its first evaluation) and resumed ends with the same checkpoint
-    choice and the same validation metrics, bit for bit."""
+    choice and the same validation metrics, bit for bit. Then scripts/predict.py, run as a user runs it (from
+    the saved run), predicts the validation rows' species from a CSV without them, far above the majority class."""
     config = _penguins_config(tmp_path, ensemble=2, min_steps=60, num_epochs=1, evaluations=3)
     whole = sales_tabular.train_and_evaluate(config, str(tmp_path / "whole"))["metrics"]
     resumed_dir = str(tmp_path / "resumed")
     assert sales_tabular.train_and_evaluate(config, resumed_dir, stop_at=20) == {}
     resumed = sales_tabular.train_and_evaluate(config, resumed_dir)["metrics"]
     assert resumed == whole
-    valid = dataset.load_table(config).valid["target"]
+    data = dataset.load_table(config)
+    valid = data.valid["target"]
     majority = np.bincount(valid).max() / len(valid)
     assert whole["valid_accuracy"] > majority + 0.3, (whole, majority)
+
+    inference.write_run_info(resumed_dir, "experiments/sales_tabular.py", config)  # what scripts/train.py writes
+    frame = pd.read_csv(config.data.path)
+    split = split_rows(config.data, frame, dataset.read_table(config.data)[1], config.seed)
+    rows = frame[split == 1]
+    rows.drop(columns=["species"]).to_csv(tmp_path / "new.csv", index=False)
+    subprocess.run([sys.executable, "scripts/predict.py", f"--workdir={resumed_dir}", f"--input={tmp_path / 'new.csv'}",
+                    f"--output={tmp_path / 'predictions.csv'}"], cwd=REPO_ROOT, check=True, timeout=300,
+                   capture_output=True)
+    predicted = pd.read_csv(tmp_path / "predictions.csv")["prediction"].to_numpy()
+    accuracy = float(np.mean(predicted == rows["species"].to_numpy()))
+    assert accuracy == pytest.approx(whole["valid_accuracy"]) and accuracy > majority + 0.3, accuracy
+
