@@ -15,9 +15,10 @@ Data: the Debian `fortunes` package (research/text/fortunes.py), fortunes held o
 (scored once at the end), 5% validation (checkpoint and n-gram order chosen there). Your own text, no code:
 `--config.data.source=folder --config.data.path=DIR` (one document per file; paragraphs if fewer than 10 files).
 
-Reaches (default preset, idle 2-core CPU, 428 s for the whole command): held-out (test) loss 1.912 nats per
-character after 3 epochs (795 steps), validation 1.906; the Kneser-Ney baseline (order 8, chosen on validation)
-reaches 1.470, so the net does NOT yet beat it, nor issue 15's 1.65 (README "NLP").
+Reaches (default preset, 2-core CPU, on the de-duplicated split of research/text/near_duplicates.py): held-out
+(test) loss 1.928 nats per character after 3 epochs (771 steps), validation 1.926; the Kneser-Ney baseline (order
+7, chosen on validation) reaches 1.504, so the net does NOT yet beat it, nor issue 15's 1.65 (README "NLP"). The
+whole command took 428 s on the idle CPU before de-duplication (not re-measured since).
 Writes samples.txt (temperatures 0.5 and 1.0), vocab.json, results.json, checkpoints.
 """
 

@@ -20,8 +20,9 @@ The recipe is research/text/ulmfit.py's; the TF-IDF baseline is research/text/ba
 
 Split: stratified by topic, 20% test (scored once at the end), 10% of the rest for validation (the
 checkpoints, the baselines' hyperparameters). Reaches (idle 2-core CPU, LM of experiments/fortunes_lm.py's
-default run): ULMFiT test accuracy 50.2% (valid 49.6%) in 343 s; TF-IDF 49.8% (valid 52.7%); the same
-classifier without pretraining 53.4% (valid 54.2%, lr 3e-3): the small LM's pretraining does not help yet.
+default run; measured before near-duplicates were collapsed, not yet re-measured on the de-duplicated split):
+ULMFiT test accuracy 50.2% (valid 49.6%) in 343 s; TF-IDF 49.8% (valid 52.7%); the same classifier without
+pretraining 53.4% (valid 54.2%, lr 3e-3): the small LM's pretraining does not help yet.
 """
 
 import ml_collections
