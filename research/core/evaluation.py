@@ -10,6 +10,7 @@ from jax.sharding import Mesh
 from research.core import compile_check, sharding
 from research.core.arrays import padded_batches
 from research.core.steps import means
+from research.core.train_state import TrainState
 
 Prepare = Callable[[dict], dict]  # a batch -> the model's batch (e.g. normalised images), inside jit
 
@@ -18,12 +19,22 @@ def make_evaluator(eval_step: Callable, arrays: dict[str, np.ndarray], batch_siz
                    prepare: Prepare | None = None, prefix: str = "valid_",
                    finish: Callable[[dict], dict] = means) -> Callable[[object], dict[str, float]]:
     """Returns `evaluate(state) -> {prefix + name: value}`: the task's summed metrics over every row of
-    `arrays`, then `finish` (the task's: means, or RMSE, IoU, ... from the sums)."""
+    `arrays`, then `finish` (the task's: means, or RMSE, IoU, ... from the sums).
+
+    The model (`state.apply_fn`) is a static argument of the compiled step, so each model evaluated (e.g. the
+    frozen-body model of fine-tuning's head phase, then the whole model) gets its own step, compiled once; the
+    optimizer is dropped first (evaluation never reads it), so states differing only in it share a step."""
     sharding.check_batch_divides(batch_size, mesh, "eval_batch_size")
     prepare = prepare or (lambda batch: batch)
-    step = _jit_on_mesh(lambda state, batch: eval_step(state, prepare(batch)), mesh)
+    steps_by_model = {}
 
     def evaluate(state) -> dict[str, float]:
+        if isinstance(state, TrainState):
+            state = state.replace(tx=None, opt_state=None)
+        model = getattr(state, "apply_fn", None)
+        if model not in steps_by_model:
+            steps_by_model[model] = _jit_on_mesh(lambda state, batch: eval_step(state, prepare(batch)), mesh)
+        step = steps_by_model[model]
         total = None
         for batch in padded_batches(arrays, batch_size):
             metrics = step(state, batch)

@@ -55,20 +55,10 @@ def make_model(config, num_classes: int, head: bool = False):
 
 
 def _evaluator(config, data, mesh, prefix):
-    """evaluate(state) on (images, labels); the state is stripped to its model first, so that states that differ
-    only in their optimizer share one compiled evaluation, and each model (a frozen body is another module, a
-    static argument) has its own, compiled once."""
+    """evaluate(state) on (images, labels)."""
     images, labels = data
-    by_model = {}
-
-    def evaluate(state):
-        if state.apply_fn not in by_model:
-            by_model[state.apply_fn] = evaluation.make_evaluator(
-                classification.eval_step, {"image": images, "label": labels}, config.eval_batch_size, mesh,
-                image_prepare(MEAN, STD), prefix=prefix)
-        return by_model[state.apply_fn](state.replace(tx=None, opt_state=None))
-
-    return evaluate
+    return evaluation.make_evaluator(classification.eval_step, {"image": images, "label": labels},
+                                     config.eval_batch_size, mesh, image_prepare(MEAN, STD), prefix=prefix)
 
 
 def _trainer(config, mesh, batches, workdir, evaluate, label_smoothing=None):
