@@ -54,7 +54,8 @@ CASES = {
     "movielens:dot": COLLAB,
     "movielens:net": COLLAB,
     "movielens:bayes": ["bayes.num_sweeps=40", "bayes.burn_in=10", "interpret=False"],
-    "fortunes_lm:cpu": [*TEXT, *LM, "num_epochs=4", "learning_rate=1e-2", "model.hidden=128", "model.embed_dim=64", "vocab.min_freq=2"],
+    "fortunes_lm:cpu": [*TEXT, *LM, "num_epochs=4", "learning_rate=1e-2", "model.hidden=128", "model.embed_dim=64",
+                        "vocab.min_freq=2"],
     "fortunes_lm:long": [*TEXT, *LM, "batch_size=8", "eval_batch_size=8", "num_epochs=1"],
     "fortunes_classifier:cpu": ["data.source=csv", "data.path={classes}", "lm_workdir={fortunes_lm:cpu}",
                                 "buckets=(160,)",  # one padded length: one compilation (the preset has two)
