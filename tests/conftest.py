@@ -48,6 +48,16 @@ def pytest_configure(config):
         raise pytest.UsageError(f"CI=true and the test data is missing: {'; '.join(missing)} (run scripts/setup.sh)")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Units of work for pytest-xdist (`-n 2 --dist loadgroup`, what CI runs): a test file is one unit, so its
+    module fixtures are set up once, unless its tests name their own groups (tests/test_experiments.py: the runs
+    that a group of tests shares). Runs before xdist reads the marks."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """Under CI a skip is a failure with the skip's reason: a green CI run ran every test."""

@@ -22,10 +22,11 @@ IMAGES = ["data.train_examples=1000", "data.test_examples=300", "batch_size=50",
           "num_epochs=2", "learning_rate=1e-2", "model.stem_width=16", "model.stage_sizes=(1,1,1)",
           "model.stage_widths=(16,32,64)", "top_losses=4"]
 MOSAICS = ["data_config=small", "epochs=(2,1)", "lr_find.num_steps=5", "eval_batch_size=250"]
-TRANSFER = ["train_examples=3000", "test_examples=500", "valid_per_class=20", "labelled_per_class=(20,)",
-            "pretrain.epochs=1", "head_phase.steps=12", "finetune.cycle_steps=4", "finetune.num_cycles=2",
-            "scratch_learning_rates=(1e-2,)", "num_epochs=1", "model.stem_width=16", "model.stage_sizes=(1,1,1)",
-            "model.stage_widths=(16,32,64)", "eval_batch_size=250"]
+# About 3000 source images (23 pretraining steps) and 600 per target class, 20 of them labelled.
+TRANSFER = ["train_examples=6000", "test_examples=1000", "valid_per_class=40", "labelled_per_class=(20,)",
+            "pretrain.epochs=1", "head_phase.steps=12", "finetune.cycle_steps=4", "finetune.cycle_mult=2",
+            "finetune.num_cycles=2", "scratch_learning_rates=(1e-2,1e-4)", "model.stem_width=16",
+            "model.stage_sizes=(1,1)", "model.stage_widths=(16,32)", "head.hidden=(64,)", "eval_batch_size=250"]
 SEGMENTATION = ["data.canvases=small", "data.train_examples=320", "batch_size=32", "eval_batch_size=100",
                 "num_epochs=3", "learning_rate=1e-2", "examples_shown=2", "model.stem_width=8",
                 "model.stage_widths=(16,32,64)", "model.stage_sizes=(1,1,1)", "model.stage_strides=(2,2,2)",
@@ -40,8 +41,8 @@ PETS = ["weights=", "data.image_size=32", "batch_size=8", "eval_batch_size=8", "
         "finetune.num_cycles=1", "lr_find.num_steps=3"]
 
 # "experiment:preset" -> overrides (--config.KEY=VALUE), with {tfds} (the session's TFDS dir), {corpus} (a folder of
-# three fortune topics), {classes} (a CSV of those topics' texts and names) and {CASE} (that case's workdir)
-# filled in. MOCK: trained in process on TFDS's mock data.
+# three fortune topics), {topic} (a folder of one), {classes} (a CSV of those topics' texts and names) and {CASE}
+# (that case's workdir) filled in. MOCK: trained in process on TFDS's mock data.
 CASES = {
     "fashion_mnist:cpu": [*[o for o in IMAGES if not o.startswith("learning_rate")], "lr_find.num_steps=12"],
     "fashion_mnist:long": IMAGES,
@@ -56,7 +57,8 @@ CASES = {
     "movielens:bayes": ["bayes.num_sweeps=40", "bayes.burn_in=10", "interpret=False"],
     "fortunes_lm:cpu": [*TEXT, *LM, "num_epochs=4", "learning_rate=1e-2", "model.hidden=128", "model.embed_dim=64",
                         "vocab.min_freq=2"],
-    "fortunes_lm:long": [*TEXT, *LM, "batch_size=8", "eval_batch_size=8", "num_epochs=1"],
+    "fortunes_lm:long": ["data.source=folder", "data.path={topic}", *LM, "batch_size=8", "eval_batch_size=8",
+                         "num_epochs=1"],  # the paper's sizes: one topic (~8k tokens) for one epoch
     "fortunes_classifier:cpu": ["data.source=csv", "data.path={classes}", "lm_workdir={fortunes_lm:cpu}",
                                 "buckets=(160,)",  # one padded length: one compilation (the preset has two)
                                 "phase_epochs=(1,1,1,2)", "num_epochs=2", "batch_size=16",
@@ -77,6 +79,24 @@ CASES = {
     # hand-made miniature of them.
 }
 MOCK = {"pets:default", "pets:dogs_vs_cats", "fortunes_classifier:imdb"}
+# Under pytest-xdist (`-n 2 --dist loadgroup`, what CI runs) a group's runs and every test that reads them go to one
+# worker, so each run is trained once; the two workers take groups of about equal time.
+GROUPS = {
+    "runs_images": ("fashion_mnist:cpu", "fashion_mnist:long", "fashion_mnist_sgdr:cpu",
+                    "fashion_mnist_wide_head:cpu", "fashion_transfer:cpu"),
+    "runs_mosaics_segmentation": ("fashion_mosaics_multilabel:cpu", "fashion_mosaics_multilabel:small",
+                                  "segmentation:default"),
+    "runs_pets": ("pets:default", "pets:dogs_vs_cats"),
+    "runs_words": ("fortunes_lm:cpu", "fortunes_lm:long", "fortunes_classifier:cpu", "fortunes_classifier:imdb"),
+    "runs_chars_collab_tabular": ("char_rnn:cpu", "char_rnn:gru", "char_rnn:long", "movielens:dot", "movielens:net",
+                                  "movielens:bayes", "sales_tabular:txhousing"),
+}
+
+
+def runs_group(*cases: str):
+    """The xdist_group mark of the group that trains `cases` (all in one group)."""
+    (name,) = {group for group, members in GROUPS.items() for case in cases if case in members}
+    return pytest.mark.xdist_group(name)
 
 
 TOPICS = ("food", "startrek", "perl")
@@ -84,20 +104,23 @@ TOPICS = ("food", "startrek", "perl")
 
 @pytest.fixture(scope="session")
 def text_data(tmp_path_factory) -> dict[str, str]:
-    """{corpus}: a folder with a file per topic (a paragraph per fortune); {classes}: a CSV of text and topic."""
+    """{corpus}: a folder with a file per topic (a paragraph per fortune); {topic}: a folder with the second topic's
+    file alone; {classes}: a CSV of text and topic."""
     from research.text import fortunes
     root = tmp_path_factory.mktemp("text")
     (root / "corpus").mkdir()
+    (root / "topic").mkdir()
     rows = []
     for topic in TOPICS:
         texts = fortunes.read_fortunes(fortunes.topic_files()[topic])
         (root / "corpus" / f"{topic}.txt").write_text("\n".join(texts))
         rows += [{"text": t, "label": topic} for t in texts]
+    (root / "topic" / f"{TOPICS[1]}.txt").write_text((root / "corpus" / f"{TOPICS[1]}.txt").read_text())
     with open(root / "classes.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, ["text", "label"])
         writer.writeheader()
         writer.writerows(rows)
-    return {"corpus": str(root / "corpus"), "classes": str(root / "classes.csv")}
+    return {"corpus": str(root / "corpus"), "topic": str(root / "topic"), "classes": str(root / "classes.csv")}
 
 
 def _overrides(case: str, fill: dict, runs) -> list[str]:
@@ -160,7 +183,7 @@ def _train(case: str, overrides: list[str], tfds_dir: str, workdir: str):
     return pathlib.Path(workdir)
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", [pytest.param(case, marks=runs_group(case)) for case in CASES])
 def test_every_experiment_and_preset_runs_end_to_end(finished_runs, case):
     workdir = finished_runs(case)
     with open(workdir / "results.json") as f:
@@ -188,6 +211,7 @@ def _write_images(folder, images, names):
         PIL.Image.fromarray(image[..., 0]).save(folder / f"{name}.png")
 
 
+@runs_group("fashion_mnist:cpu", "fashion_mnist_sgdr:cpu", "fashion_mnist_wide_head:cpu", "fashion_transfer:cpu")
 @pytest.mark.parametrize("case", ["fashion_mnist:cpu", "fashion_mnist_sgdr:cpu", "fashion_mnist_wide_head:cpu",
                                   "fashion_transfer:cpu"])
 def test_predict_classifies_new_images_better_than_the_majority_class(finished_runs, case, fashion_test_split,
@@ -207,6 +231,7 @@ def test_predict_classifies_new_images_better_than_the_majority_class(finished_r
     assert len(predicted) == 200 and accuracy > majority + 0.3, (accuracy, majority)
 
 
+@runs_group("pets:default", "pets:dogs_vs_cats")
 def test_predict_on_a_pets_run_made_on_mock_data(finished_runs, fashion_test_split, tmp_path):
     """pets (ImageNet classifier recipe) trained on TFDS's mock examples, whose labels are random: predict.py
     gives every image one of the 37 breeds with its probability (no accuracy to check on random labels)."""
@@ -221,6 +246,7 @@ def test_predict_on_a_pets_run_made_on_mock_data(finished_runs, fashion_test_spl
             assert {r["predicted"] for r in predicted} <= set(classes), case
 
 
+@runs_group("fashion_mosaics_multilabel:small")
 def test_predict_finds_the_labels_of_new_mosaics_better_than_predicting_every_class(finished_runs, tfds_dir,
                                                                                    tmp_path):
     from research.vision import fashion_mnist, fashion_mosaics, multilabel
@@ -240,6 +266,7 @@ def test_predict_finds_the_labels_of_new_mosaics_better_than_predicting_every_cl
     assert f2 > every_class + 0.1, (f2, every_class)
 
 
+@runs_group("segmentation:default")
 def test_predict_writes_masks_better_than_all_background(finished_runs, tfds_dir, tmp_path):
     """Pixel accuracy of predict.py's mask PNGs on 50 test canvases against their true masks, beside the
     majority-class predictor (every pixel background); and foreground IoU above zero (all background scores 0)."""
@@ -256,6 +283,7 @@ def test_predict_writes_masks_better_than_all_background(finished_runs, tfds_dir
     assert accuracy > background + 0.02 and foreground_iou > 0.5, (accuracy, background, foreground_iou)
 
 
+@runs_group("movielens:dot", "movielens:bayes")
 def test_predict_recommends_films_users_rated_highly_not_at_random(finished_runs, movielens_frame, tmp_path):
     """Top-10 films for 30 users from predict.py: their mean rating over everyone beats the mean film's (a model
     that learnt nothing recommends films at random)."""
@@ -286,6 +314,7 @@ def _unigram_loss(train_ids, test_ids, vocab_size) -> float:
     return float(-np.mean(np.log(counts / counts.sum())[test_ids]))
 
 
+@runs_group("fortunes_lm:cpu")
 def test_the_word_lm_beats_the_unigram_model_and_predict_scores_held_out_text(finished_runs, tmp_path):
     """The word LM (the classifier's encoder): held-out loss below the unigram (word frequency) model's on the
     same test ids, and predict.py's loss on a held-out text likewise (tests/text/test_text.py holds the char-RNN
@@ -309,6 +338,7 @@ def test_the_word_lm_beats_the_unigram_model_and_predict_scores_held_out_text(fi
     assert float(row["loss"]) < _unigram_loss(ids["train"], test_ids, len(vocab)) - 0.1, row
 
 
+@runs_group("fortunes_classifier:cpu")
 def test_the_ulmfit_classifier_beats_the_class_frequencies_and_predict_labels_held_out_texts(finished_runs,
                                                                                            text_data, tmp_path):
     """experiments/fortunes_classifier.py on three fortune topics: ULMFiT's test accuracy above always predicting
@@ -335,6 +365,7 @@ def test_the_ulmfit_classifier_beats_the_class_frequencies_and_predict_labels_he
     assert accuracy > majority + 0.15, (accuracy, majority)
 
 
+@runs_group("movielens:dot", "movielens:bayes")
 def test_movielens_presets_beat_the_mean_and_the_bias_baseline(finished_runs, movielens_frame):
     """On the random 80/20 split: one epoch of the dot model beats predicting the training mean; the bias
     baseline (ALS) beats the mean too; a short Gibbs chain (Bayesian MF) beats the bias baseline."""
@@ -354,6 +385,7 @@ def test_movielens_presets_beat_the_mean_and_the_bias_baseline(finished_runs, mo
     assert bayes["metrics"]["valid_rmse"] < bayes["baselines"]["bias_als"]["valid_rmse"] - 0.01, bayes["metrics"]
 
 
+@runs_group("fashion_mosaics_multilabel:small")
 def test_the_small_mosaics_preset_learns_beyond_predicting_every_class(finished_runs, tfds_dir):
     """Predicting every class scores F2 = 5n / (5n + 10 - n) for n true labels (~0.6 here); training beats it.
     Stage 2 (56 px, 40 steps) starts from stage 1's weights (28 px, 240 steps)."""
@@ -367,6 +399,7 @@ def test_the_small_mosaics_preset_learns_beyond_predicting_every_class(finished_
     assert len(results["thresholds"]) == 10 and all(0 < t < 1 for t in results["thresholds"])
 
 
+@runs_group("fashion_mnist:cpu")
 def test_a_lesson1_run_writes_results_logs_plots_and_checkpoints(finished_runs):
     """fashion_mnist:cpu (the range test, then 2 epochs on 900 images): every output the README lists."""
     from research.core.checkpoint import Checkpointer
@@ -384,6 +417,30 @@ def test_a_lesson1_run_writes_results_logs_plots_and_checkpoints(finished_runs):
     assert Checkpointer(str(workdir / "checkpoints")).latest_step() == results["steps"] == 36
 
 
+@runs_group("fashion_transfer:cpu")
+def test_the_transfer_run_pretrains_fine_tunes_and_chooses_its_baselines_rate(finished_runs):
+    """fashion_transfer:cpu: every phase ran (pretraining on classes 0-4, a new head on the frozen body, SGDR
+    fine-tuning, the from-scratch grid) with its checkpoints in its own sub-workdir, where a rerun resumes, and
+    every phase learnt (chance is 0.2 on five classes)."""
+    workdir = finished_runs("fashion_transfer:cpu")
+    results = json.load(open(workdir / "results.json"))
+    n20, metrics = results["n20"], results["metrics"]
+    assert metrics["n20_gap_points"] == pytest.approx(n20["gap_points"])
+    assert n20["labelled_images"] == 100 and 900 < results["test_images"] < 1100 and results["valid_images"] == 200
+    assert metrics["pretrain_source_test_accuracy"] > 0.6  # 23 steps on classes 0-4
+    assert n20["head_valid_accuracy"] > 0.4  # a new head on the frozen body, classes 5-9
+    assert n20["finetuned_test_accuracy"] > 0.5
+    assert n20["gap_points"] == pytest.approx(100 * (n20["finetuned_test_accuracy"] - n20["scratch_test_accuracy"]))
+    # The baseline's rate is the one with the better validation accuracy (1e-4 hardly moves in 24 steps).
+    by_rate = n20["scratch_valid_accuracy_by_learning_rate"]
+    assert n20["scratch_best_learning_rate"] == 1e-2 and by_rate["0.01"] > by_rate["0.0001"], by_rate
+    # SGDR: a checkpoint at the end of each cycle (cycles of 4 and 8 steps end at steps 4 and 12).
+    assert sorted(os.listdir(workdir / "n20" / "finetune" / "checkpoints")) == ["12", "4"]
+    for phase, step in (("pretrain", 23), ("n20/head", 12), ("n20/scratch_lr0.01", 24)):
+        assert str(step) in os.listdir(workdir / phase / "checkpoints"), phase
+
+
+@runs_group("segmentation:default")
 def test_segmentation_learns_beyond_all_background_and_predicts_masks_at_each_images_size(finished_runs, tfds_dir,
                                                                                         tmp_path):
     """segmentation:default, a tiny U-Net for 3 epochs of 320 small canvases: the loss falls, and the test scores

@@ -1,23 +1,20 @@
-"""Transfer learning: frozen layer groups, discriminative learning rates, fastai's head, and the Fashion-MNIST
-transfer experiment (pretrain on classes 0-4, fine-tune on 5-9) at a tiny budget, on the real images."""
+"""Transfer learning: frozen layer groups, discriminative learning rates, fastai's head, and pets' inputs on TFDS's
+mock data. The Fashion-MNIST transfer experiment's phases run in tests/test_experiments.py."""
 
 import functools
-import json
-import os
 import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import PIL.Image
 import pytest
 import tensorflow_datasets as tfds
 
-from experiments import fashion_transfer, pets
+from experiments import pets
 from research.core import classification, optimizers
 from research.core.errors import InputError
 from research.core.train_state import TrainState
-from research.vision import fashion_mnist, imagenet_classifier, resnet
+from research.vision import imagenet_classifier, resnet
 from research.vision.head import concat_pool, FastaiHead
 from research.vision.image_arrays import normalise
 
@@ -145,67 +142,10 @@ def test_fastai_head_pools_max_and_mean_and_drops_out_only_in_training():
     assert not np.allclose(apply(jax.random.key(2), True), apply(jax.random.key(3), True))
 
 
-def _tiny_transfer_config(data_dir: str):
-    c = fashion_transfer.get_config()
-    c.data_dir = data_dir
-    c.train_examples = 6000  # about 3000 source images (23 pretraining steps) and 600 per target class
-    c.test_examples = 1000
-    c.labelled_per_class = (20,)
-    c.valid_per_class = 40
-    c.model.stage_sizes = (1, 1)
-    c.model.stage_widths = (16, 32)
-    c.model.stem_width = 16
-    c.head.hidden = (64,)
-    c.pretrain.epochs = 1
-    c.head_phase.steps = 12
-    c.finetune.cycle_steps = 4
-    c.finetune.cycle_mult = 2
-    c.finetune.num_cycles = 2
-    c.scratch_learning_rates = (1e-2, 1e-4)
-    return c
-
-
-def test_transfer_experiment_runs_every_phase(tfds_dir, tmp_path, fashion_test_split):
-    config = _tiny_transfer_config(tfds_dir)
-    workdir = str(tmp_path / "transfer")
-    results = fashion_transfer.train_and_evaluate(config, workdir)
-    with open(os.path.join(workdir, "results.json")) as f:
-        assert json.load(f)["metrics"]["n20_gap_points"] == pytest.approx(results["n20"]["gap_points"])
-    n20, metrics = results["n20"], results["metrics"]
-    assert n20["labelled_images"] == 100 and 400 < results["test_images"] < 600 and results["valid_images"] == 200
-    assert metrics["pretrain_source_test_accuracy"] > 0.6  # 23 steps on classes 0-4
-    assert n20["head_valid_accuracy"] > 0.4  # a new head on the frozen body, classes 5-9
-    assert n20["finetuned_test_accuracy"] > 0.5
-    assert n20["gap_points"] == pytest.approx(100 * (n20["finetuned_test_accuracy"] - n20["scratch_test_accuracy"]))
-    # The baseline's rate is the one with the better validation accuracy (1e-4 hardly moves in 24 steps).
-    by_rate = n20["scratch_valid_accuracy_by_learning_rate"]
-    assert n20["scratch_best_learning_rate"] == 1e-2 and by_rate["0.01"] > by_rate["0.0001"], by_rate
-    # SGDR: a checkpoint at the end of each cycle (cycles of 4 and 8 steps end at steps 4 and 12).
-    assert sorted(os.listdir(os.path.join(workdir, "n20", "finetune", "checkpoints"))) == ["12", "4"]
-    # Each phase's final checkpoint is in its own sub-workdir, where a rerun resumes (trainer.train).
-    for phase, step in (("pretrain", 23), ("n20/head", 12), ("n20/scratch_lr0.01", 24)):
-        assert str(step) in os.listdir(os.path.join(workdir, phase, "checkpoints")), phase
-
-    # Predictions for new images of the target classes with the fine-tuned model (scripts/predict.py's call).
-    images, labels = fashion_test_split
-    folder = tmp_path / "new"
-    folder.mkdir()
-    shown = np.flatnonzero(labels >= 5)[-50:]
-    for i in shown:
-        PIL.Image.fromarray(images[i, :, :, 0]).save(folder / f"{i}.png")
-    rows = fashion_transfer.predict(config, workdir, str(folder))
-    predicted = [row["predicted"] for row in rows]
-    assert len(predicted) == 50 and set(predicted) <= {"Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"}
-    truth = {f"{i}.png": fashion_mnist.CLASS_NAMES[labels[i]] for i in shown}
-    accuracy = np.mean([row["predicted"] == truth[os.path.basename(row["file"])] for row in rows])
-    majority = np.bincount(labels[shown]).max() / len(shown)  # always the sample's most frequent class
-    assert accuracy > majority + 0.2, (accuracy, majority)
-
-
 def test_pets_data_model_and_variables_on_tfds_mock_examples():
     """The cloud experiment's inputs (TFDS images, a ResNet with fastai's head, its variables) on TFDS's mock
-    examples with a tiny random-weight ResNet: no network, no pretrained weights. (Its phases are those of the
-    Fashion-MNIST transfer experiment, run above; training here too would exceed the test budget.)"""
+    examples with a tiny random-weight ResNet: no network, no pretrained weights (tests/test_experiments.py
+    trains the presets on them)."""
     config = pets.get_config()
     config.update(dict(weights="", stage_sizes=(1, 1), stage_widths=(8, 16)))
     config.data.image_size = 32
