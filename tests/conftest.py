@@ -16,6 +16,11 @@ _CACHE_DIR = None if "JAX_COMPILATION_CACHE_DIR" in os.environ else tempfile.mkd
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE_DIR or "")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ["FASTJAX_CHECK_COMPILES"] = "1"  # scripts/train.py checks its own steps compile once (compile_check)
+# XLA's CPU backend at optimisation level 1 for the suite (and its subprocesses): the tests' programs are small and
+# compiled once each, so compiling is most of their time, and level 1 compiles faster (XXX off the suite's
+# time); every number a test compares is taken under the same flags. Benchmarks and experiments keep the default.
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=1").strip()
 
 import pytest  # noqa: E402
 

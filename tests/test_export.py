@@ -163,7 +163,8 @@ def worker(tfds_dir: str, out_path: str) -> None:
 @pytest.fixture(scope="module")
 def exported(tfds_dir, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("export") / "export.json")
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "PYTHONPATH": REPO_ROOT}
+    xla_flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    env = {**os.environ, "XLA_FLAGS": xla_flags, "PYTHONPATH": REPO_ROOT}
     run = subprocess.run([sys.executable, os.path.abspath(__file__), tfds_dir, out], capture_output=True, text=True,
                          env=env, timeout=TIMEOUT, cwd=REPO_ROOT)
     assert run.returncode == 0, run.stderr[-3000:]

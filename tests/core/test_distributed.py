@@ -108,7 +108,8 @@ def _seeds_worker(config, data) -> dict:
 
 @pytest.fixture(scope="module")
 def mesh_runs(tfds_dir):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "PYTHONPATH": REPO_ROOT}
+    xla_flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    env = {**os.environ, "XLA_FLAGS": xla_flags, "PYTHONPATH": REPO_ROOT}
     run = subprocess.run([sys.executable, os.path.abspath(__file__), tfds_dir], capture_output=True, text=True,
                          timeout=300, env=env, cwd=REPO_ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -180,7 +181,7 @@ def test_two_processes_train_like_one_device(tmp_path, tfds_dir, mesh_runs):
     """scripts/train.py in 2 processes of 2 CPU devices each: a 2x2 mesh, data split across the processes and
     parameters (FSDP) within each; both exit 0, process 0 alone writes logs and plots, the checkpoint restores."""
     port = _free_port()
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"}
     procs = [subprocess.Popen(_cli(tmp_path, tfds_dir, "--config.fsdp_devices=2", "--distributed",
                                    f"--coordinator_address=localhost:{port}", "--num_processes=2",
                                    f"--process_id={i}"),
