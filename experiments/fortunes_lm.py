@@ -32,7 +32,7 @@ CAPABILITIES = experiment.Capabilities(generate=True)
 
 
 def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
-    configs.check_preset(preset, ("cpu", "long"), "experiments/fortunes_lm.py")
+    configs.check_preset(preset, ("cpu", "long", "general"), "experiments/fortunes_lm.py")
     c = configs.base()
     c.data = ml_collections.ConfigDict(dict(
         source="fortunes", path="", test_fraction=0.1, valid_fraction=0.05,
@@ -61,6 +61,14 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
                        weight_drop=0.5, output_drop=0.4)
         c.vocab.max_size = 60000
         c.num_epochs = 15
+    if preset == "general":  # ULMFiT's stage 1 (scripts/pretrain_lm.py): one pass over the general-English corpus
+        c.data.update(source="general", test_fraction=0.01, valid_fraction=0.01, exclude_classifier_holdout=False)
+        c.vocab.max_size = 10000  # the tied softmax is most of a step on the CPU
+        c.model.cell = "qrnn"  # 1.5x our LSTM's tokens per second here (scripts/benchmark_recurrence.py)
+        c.num_epochs = 1
+        c.checkpoint.every_epochs = 0.1  # resumable within the pass
+        c.ngram_orders = (3,)
+        c.log_every = 200
     return c
 
 

@@ -9,15 +9,14 @@ import json
 
 from absl import app, flags
 
-from research.text import fortunes, general_corpus
+from research.text import general_corpus
 
 _OUT = flags.DEFINE_string("out", "", "Output folder (default: the cache's corpora/general-english-v1).")
 
 
 def main(argv):
     del argv
-    protected = [text for path in fortunes.topic_files().values() for text in fortunes.read_fortunes(path)]
-    manifest = general_corpus.build(_OUT.value or None, protected=protected)
+    manifest = general_corpus.build(_OUT.value or None, protected=general_corpus.every_fortune())
     print(json.dumps(manifest, indent=1))
 
 

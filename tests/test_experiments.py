@@ -41,7 +41,7 @@ PETS = ["weights=", "data.image_size=32", "batch_size=8", "eval_batch_size=8", "
         "finetune.num_cycles=1", "lr_find.num_steps=3"]
 
 # "experiment:preset" -> overrides (--config.KEY=VALUE), with {tfds} (the session's TFDS dir), {corpus} (a folder of
-# three fortune topics), {topic} (a folder of one), {classes} (a CSV of those topics' texts and names) and {CASE}
+# three fortune topics), {topic} (80 fortunes of one), {classes} (a CSV of those topics' texts and names) and {CASE}
 # (that case's workdir) filled in. MOCK: trained in process on TFDS's mock data.
 CASES = {
     "fashion_mnist:cpu": [*[o for o in IMAGES if not o.startswith("learning_rate")], "lr_find.num_steps=12"],
@@ -58,14 +58,16 @@ CASES = {
     "fortunes_lm:cpu": [*TEXT, *LM, "num_epochs=4", "learning_rate=1e-2", "model.hidden=128", "model.embed_dim=64",
                         "vocab.min_freq=2"],
     "fortunes_lm:long": ["data.source=folder", "data.path={topic}", *LM, "batch_size=8", "eval_batch_size=8",
-                         "num_epochs=1"],  # the paper's sizes: one topic (~8k tokens) for one epoch
-    "fortunes_classifier:cpu": ["data.source=csv", "data.path={classes}", "lm_workdir={fortunes_lm:cpu}",
+                         "num_epochs=1"],  # the paper's sizes: 80 fortunes (~2k tokens) for one epoch
+    "fortunes_classifier:cpu": ["data.source=csv", "data.path={classes}", "pretrained={fortunes_lm:cpu}",
                                 "buckets=(160,)",  # one padded length: one compilation (the preset has two)
-                                "phase_epochs=(1,1,1,2)", "num_epochs=2", "batch_size=16",
-                                "scratch_learning_rates=(1e-2,)", "tfidf_cs=(1.0,)", "lr_find.num_steps=5"],
-    "fortunes_classifier:imdb": ["lm_workdir={fortunes_lm:cpu}", "phase_epochs=(1,1,1,1)", "num_epochs=1",
+                                "phase_epochs=(1,1,1,2)", "num_epochs=2", "batch_size=16", "lm_finetune.epochs=1",
+                                "no_stage1_ablation=False", "scratch_learning_rates=(1e-2,)", "tfidf_cs=(1.0,)",
+                                "lr_find.num_steps=5"],
+    "fortunes_classifier:imdb": ["pretrained={fortunes_lm:cpu}", "phase_epochs=(1,1,1,1)", "num_epochs=1",
                                  "batch_size=8", "buckets=(64,)", "max_tokens=64", "scratch_learning_rates=(1e-2,)",
-                                 "tfidf_cs=(1.0,)", "lr_find.num_steps=3"],
+                                 "tfidf_cs=(1.0,)", "lr_find.num_steps=3", "lm_finetune.epochs=1",
+                                 "lm_finetune.batch_size=4", "lm_finetune.bptt=16"],  # with the no-stage-1 ablation
     # segmentation:pets is not here: TFDS's mock oxford_iiit_pet gives trimaps of other sizes than their images,
     # which the loader refuses; tests/vision/test_segmentation.py runs the preset's data and model on made records.
     "char_rnn:cpu": CHARS,
@@ -105,7 +107,7 @@ TOPICS = ("food", "startrek", "perl")
 @pytest.fixture(scope="session")
 def text_data(tmp_path_factory) -> dict[str, str]:
     """{corpus}: a folder with a file per topic (a paragraph per fortune); {topic}: a folder with the second topic's
-    file alone; {classes}: a CSV of text and topic."""
+    first 80 fortunes; {classes}: a CSV of text and topic."""
     from research.text import fortunes
     root = tmp_path_factory.mktemp("text")
     (root / "corpus").mkdir()
@@ -113,8 +115,9 @@ def text_data(tmp_path_factory) -> dict[str, str]:
     rows = []
     for topic in TOPICS:
         texts = fortunes.read_fortunes(fortunes.topic_files()[topic])
-        for folder in ("corpus", "topic") if topic == TOPICS[1] else ("corpus",):
-            (root / folder / f"{topic}.txt").write_text("\n".join(texts))
+        (root / "corpus" / f"{topic}.txt").write_text("\n".join(texts))
+        if topic == TOPICS[1]:
+            (root / "topic" / f"{topic}.txt").write_text("\n".join(texts[:80]))
         rows += [{"text": t, "label": topic} for t in texts]
     with open(root / "classes.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, ["text", "label"])
@@ -284,6 +287,44 @@ def test_predict_writes_masks_better_than_all_background(finished_runs, tfds_dir
     assert accuracy > background + 0.02 and foreground_iou > 0.5, (accuracy, background, foreground_iou)
 
 
+@runs_group("fortunes_lm:cpu")
+def test_a_language_model_run_published_as_a_named_artifact_loads_by_name_and_checks_its_digests(
+        finished_runs, tmp_path, monkeypatch):
+    """Stage 1's product (scripts/pretrain_lm.py ends with pretrained_lm.publish): the run's best checkpoint
+    stored under the cache by name, loaded back by that name equal to the run's own, a damaged file refused."""
+    from research.core.errors import InputError
+    from research.text import classifier, pretrained_lm
+    monkeypatch.setenv("FASTJAX_CACHE", str(tmp_path))
+    workdir = str(finished_runs("fortunes_lm:cpu"))
+    manifest = pretrained_lm.publish(workdir, "tiny-lm-v1")
+    assert pretrained_lm.available() == ["tiny-lm-v1"] and manifest["vocab_size"] > 100
+    loaded, run = pretrained_lm.load("tiny-lm-v1"), classifier.load_language_model(workdir)
+    assert loaded.vocab.itos == run.vocab.itos and loaded.model_config == run.model_config
+    flat = pretrained_lm.flatten({"encoder": run.encoder_params, "output_bias": run.output_bias})
+    assert pretrained_lm.flatten(loaded.params).keys() == flat.keys()
+    for key, value in pretrained_lm.flatten(loaded.params).items():
+        np.testing.assert_array_equal(value, flat[key])
+    pretrained_lm.publish(workdir, "tiny-lm-v1")  # publishing again replaces it whole
+    assert sorted(os.listdir(tmp_path / "pretrained")) == ["tiny-lm-v1"]
+    with open(tmp_path / "pretrained" / "tiny-lm-v1" / "vocab.json", "a") as f:
+        f.write(" ")
+    with pytest.raises(InputError, match="SHA-256"):
+        pretrained_lm.load("tiny-lm-v1")
+    with pytest.raises(InputError, match="have: tiny-lm-v1"):
+        pretrained_lm.load("no-such-lm")
+
+
+@runs_group("fortunes_classifier:imdb")
+def test_the_imdb_preset_runs_the_three_stages_and_the_no_stage1_ablation(finished_runs):
+    """The :imdb flow on TFDS's mock reviews: stage 2 from the pretrained model (its tokens transferred) and from a
+    fresh one (nothing transferred), both classifiers, TF-IDF and the scratch baseline all scored."""
+    metrics = json.load(open(finished_runs("fortunes_classifier:imdb") / "results.json"))["metrics"]
+    for key in ("tfidf_test_accuracy", "ulmfit_test_accuracy", "nostage1_test_accuracy", "scratch_test_accuracy",
+                "lm_finetune_after_valid_loss", "nostage1_lm_finetune_after_valid_loss"):
+        assert np.isfinite(metrics[key]), (key, metrics)
+    assert metrics["lm_finetune_known_tokens"] > 0 and "nostage1_lm_finetune_known_tokens" not in metrics
+
+
 @runs_group("movielens:dot", "movielens:bayes")
 def test_predict_recommends_films_users_rated_highly_not_at_random(finished_runs, movielens_frame, tmp_path):
     """Top-10 films for 30 users from predict.py: their mean rating over everyone beats the mean film's (a model
@@ -356,6 +397,10 @@ def test_the_ulmfit_classifier_beats_the_class_frequencies_and_predict_labels_he
     majority = np.bincount(split.test.labels).max() / len(split.test.labels)
     metrics = json.load(open(workdir / "results.json"))["metrics"]
     assert metrics["ulmfit_test_accuracy"] > majority + 0.15, (metrics, majority)
+    # Stage 2 moved the pretrained model onto the topics' vocabulary and fine-tuning lowered its perplexity there.
+    assert metrics["lm_finetune_known_tokens"] > 0.5 * metrics["lm_finetune_vocab_size"], metrics
+    assert (metrics["lm_finetune_after_valid_perplexity"]
+            < 0.95 * metrics["lm_finetune_before_valid_perplexity"]), metrics
     (tmp_path / "new").mkdir()
     for i, text in enumerate(split.test.texts):
         (tmp_path / "new" / f"{i:04d}_{class_names[split.test.labels[i]]}.txt").write_text(text)

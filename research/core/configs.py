@@ -34,9 +34,9 @@ def lr_find() -> ml_collections.ConfigDict:
 
 
 def checkpoint(best_metric: str = "", best_mode: str = "max") -> ml_collections.ConfigDict:
-    """Checkpoint schedule and retention: every `every_epochs`, the last `keep` plus the best by the validation
+    """Checkpoint schedule and retention: every `every_epochs` (a fraction: within an epoch), the last `keep` plus the best by the validation
     metric `best_metric` ("" keeps the last ones only)."""
-    return ml_collections.ConfigDict(dict(every_epochs=1, keep=2, best_metric=best_metric, best_mode=best_mode))
+    return ml_collections.ConfigDict(dict(every_epochs=1.0, keep=2, best_metric=best_metric, best_mode=best_mode))
 
 
 def base() -> ml_collections.ConfigDict:

@@ -136,7 +136,7 @@ def fit(config, workdir: str, setup: Setup, peak_lr: float, mesh, evaluate=None,
     c = config.checkpoint
     return trainer.train(state=state, train_step=setup.train_step, batches=setup.batches, num_steps=num_steps,
                          mesh=mesh, seed=config.seed, workdir=workdir, evaluate=evaluate, stop_at=stop_at,
-                         checkpoint_every=c.every_epochs * steps_per_epoch, log_every=config.log_every,
+                         checkpoint_every=max(1, round(c.every_epochs * steps_per_epoch)), log_every=config.log_every,
                          keep_checkpoints=c.keep, best_metric=c.best_metric or None, best_mode=c.best_mode,
                          skip_nonfinite=config.skip_nonfinite,
                          meta={"learning_rate": peak_lr, "config": config_json(config)}, **train_kwargs)

@@ -130,7 +130,7 @@ def fit(config, workdir: str, setup, members: Members, peak_lr: float, mesh, eva
         num_steps: int | None = None, stop_at: int | None = None, checkpoint_every: int | None = None):
     """`experiment.fit` for K members in one program: stacked fresh states trained with the experiment's
     optimizer at `peak_lr` (or each member's "learning_rate"), checkpointed (every `checkpoint_every` steps,
-    default `config.checkpoint.every_epochs` epochs) and resumable in workdir.
+    default `config.checkpoint.every_epochs` epochs, a fraction too) and resumable in workdir.
     `evaluate(states) -> {name: value}` (see `evaluator`)."""
     steps_per_epoch = setup.batches.steps_per_epoch
     num_steps = num_steps or config.num_epochs * steps_per_epoch
@@ -141,7 +141,8 @@ def fit(config, workdir: str, setup, members: Members, peak_lr: float, mesh, eva
     c = config.checkpoint
     return trainer.train(state=states, train_step=step, batches=MemberBatches(setup.batches, members),
                          num_steps=num_steps, mesh=mesh, seed=config.seed, workdir=workdir, evaluate=evaluate,
-                         stop_at=stop_at, checkpoint_every=checkpoint_every or c.every_epochs * steps_per_epoch,
+                         stop_at=stop_at,
+                         checkpoint_every=checkpoint_every or max(1, round(c.every_epochs * steps_per_epoch)),
                          log_every=config.log_every, keep_checkpoints=c.keep, best_metric=c.best_metric or None,
                          best_mode=c.best_mode, skip_nonfinite=config.skip_nonfinite, members=members.names(),
                          meta={"learning_rate": peak_lr, "seeds": list(members.seeds),

@@ -40,7 +40,7 @@ class LanguageModel(NamedTuple):
 def load_language_model(lm_workdir: str, vocab_file: str = "vocab.json") -> LanguageModel:
     """The vocabulary, model config and encoder parameters of a trained language-model run."""
     if not lm_workdir:
-        raise InputError("config.lm_workdir is empty: train experiments/fortunes_lm.py first and pass its workdir")
+        raise InputError("no language-model workdir given: train experiments/fortunes_lm.py first and pass its workdir")
     _, config = inference.read_run_info(lm_workdir)
     vocab = tokens.Vocab.load(os.path.join(lm_workdir, vocab_file))
     model_config = dict(config["model"])
@@ -102,8 +102,10 @@ def evaluate_documents(predict_fn: Callable, state, docs, labels, batch_size: in
             prefix + "accuracy": float(np.mean(np.argmax(logits, -1) == labels))}, logits
 
 
-def save_classes(workdir: str, class_names: list[str], max_tokens: int, buckets) -> None:
+def save_classes(workdir: str, class_names: list[str], max_tokens: int, buckets, language_model: dict) -> None:
+    """classes.json: the class names, the padded lengths and the language model's AWDLSTM arguments (for predict)."""
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, "classes.json"), "w") as f:
-            json.dump({"class_names": list(class_names), "max_tokens": max_tokens, "buckets": list(buckets)}, f)
+            json.dump({"class_names": list(class_names), "max_tokens": max_tokens, "buckets": list(buckets),
+                       "language_model": dict(language_model)}, f)

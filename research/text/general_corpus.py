@@ -31,7 +31,7 @@ from typing import Callable, Iterable, Sequence
 
 from research.core import torch_files
 from research.core.errors import InputError
-from research.text import near_duplicates, tokens
+from research.text import fortunes, near_duplicates, tokens
 
 NAME = "general-english-v1"
 
@@ -199,6 +199,23 @@ def assemble(sources: dict[str, Source], protected: Sequence[str] = (), min_char
 
 def corpus_dir(name: str = NAME) -> str:
     return os.path.join(torch_files.cache_root(), "corpora", name)
+
+
+def every_fortune() -> list[str]:
+    """Every fortune of every topic file, held-out ones included: the texts the corpus must not contain."""
+    return [text for path in fortunes.topic_files().values() for text in fortunes.read_fortunes(path)]
+
+
+def corpus_file(name: str = NAME) -> str:
+    """The cache's corpus.txt of `name`; the default corpus is built first when missing (about a minute), with
+    every fortune protected (no document containing one is kept)."""
+    path = os.path.join(corpus_dir(name), "corpus.txt")
+    if not os.path.isfile(path):
+        if name != NAME:
+            raise InputError(f"no corpus {name!r} in {os.path.dirname(corpus_dir(name))}: only {NAME!r} is built "
+                             "on demand (scripts/build_corpus.py)")
+        build(protected=every_fortune())
+    return path
 
 
 def build(directory: str | None = None, sources: dict[str, Source] | None = None, protected: Sequence[str] = (),

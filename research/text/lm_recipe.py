@@ -20,7 +20,7 @@ import numpy as np
 from research.core import experiment, inference, sharding, steps
 from research.core.errors import InputError
 from research.core.train_state import TrainState
-from research.text import documents, fortunes, language_model, near_duplicates, ngram
+from research.text import documents, fortunes, general_corpus, language_model, near_duplicates, ngram
 from research.text.lm_stream import LMStream
 
 VOCAB_FILE = "vocab.json"
@@ -45,7 +45,11 @@ def load_documents(config) -> tuple[fortunes.Split, str]:
         split = documents.split_documents(documents.read_documents(data.path), config.seed, data.test_fraction,
                                           data.valid_fraction)
         return fortunes.Split(*split), "\n"
-    raise InputError(f"config.data.source must be 'fortunes' or 'folder', got {data.source!r}")
+    if data.source == "general":  # ULMFiT's stage 1: research/text/general_corpus.py's, a document per paragraph
+        texts = documents.read_documents(general_corpus.corpus_file(data.path or general_corpus.NAME))
+        return fortunes.Split(*documents.split_documents(texts, config.seed, data.test_fraction,
+                                                         data.valid_fraction)), "\n"
+    raise InputError(f"config.data.source must be 'fortunes', 'folder' or 'general', got {data.source!r}")
 
 
 def encode_splits(config, tokens, workdir: str | None = None) -> tuple[dict[str, np.ndarray], object]:
@@ -75,10 +79,6 @@ def create_state_fn(model, batch_size: int, window: int) -> Callable:
                                  carry=model.initial_carry(batch_size))
 
     return create_state
-
-
-
-
 
 
 def sample_text(params, prompt: str, temperature: float, length: int, top_k: int = 0, seed: int = 0, *, model,

@@ -1,13 +1,17 @@
-"""The ULMFiT recipe (experiments/fortunes_classifier.py): a trained language model's encoder fine-tuned as a text
-classifier with gradual unfreezing and discriminative rates (research/text/classifier.py), scored against
-TF-IDF + logistic regression (research/text/baselines.py) and the same classifier trained without the
-language model (the best of `config.scratch_learning_rates` on validation).
+"""The ULMFiT recipe (experiments/fortunes_classifier.py), Howard & Ruder's three stages: (1) a language model
+pretrained on general text (`pretrained`: scripts/pretrain_lm.py's artifact, fastai's WT103_FWD, or a language-model
+run's workdir), (2) that model fine-tuned on the target task's training texts over their vocabulary
+(research/text/lm_finetune.py; `lm_finetune.*`), (3) its encoder fine-tuned as a classifier with gradual
+unfreezing and discriminative rates (research/text/classifier.py). Scored against TF-IDF + logistic regression
+(research/text/baselines.py), the same classifier trained without any language model (the best of
+`scratch_learning_rates` on validation), and with `no_stage1_ablation`, stages 2 and 3 from a fresh language
+model (ULMFiT without general pretraining).
 
-The config names the language-model run (`lm_workdir`: its vocab.json, run.json and checkpoints), the labelled
-text (`data.*`: the fortune topics, a folder, a CSV or TFDS imdb_reviews), the padded lengths (`buckets`), the
-classifier's dropouts and head (`classifier.*`), the unfreezing phases (`phase_epochs`, `learning_rate`,
-`group_factor`) and the TF-IDF baseline's candidate C (`tfidf_cs`). A run writes classes.json, vocab.json, one
-checkpoint folder per phase and per scratch rate, and results.json.
+The config also names the labelled text (`data.*`: the fortune topics, a folder, a CSV or TFDS imdb_reviews;
+`data.labels_per_class`), the padded lengths (`buckets`), the classifier's dropouts and head (`classifier.*`),
+the unfreezing phases (`phase_epochs`, `learning_rate`, `group_factor`) and the TF-IDF baseline's candidate C
+(`tfidf_cs`). A run writes classes.json (with the language model's sizes), vocab.json, a checkpoint folder per
+stage-2 run, per phase and per scratch rate, and results.json.
 """
 
 import functools
@@ -21,17 +25,20 @@ import numpy as np
 from research.core import experiment, inference, sharding, steps, trainer
 from research.core.errors import InputError
 from research.core.train_state import TrainState
-from research.text import baselines, classifier, fortunes, labelled_text, tokens
+from research.text import baselines, classifier, fortunes, labelled_text, lm_finetune, pretrained_lm, tokens, wt103
 from research.text.awd_lstm import TextClassifier
 from research.text.padded_text import BucketedBatches
 
 CLASSES_FILE = "classes.json"
 VOCAB_FILE = "vocab.json"
+# AWD-LSTM's dropouts times fastai's drop_mult 0.3, for a pretrained model that brings only its sizes (WT103).
+LM_DROPOUTS = dict(embed_drop=0.03, input_drop=0.18, hidden_drop=0.09, weight_drop=0.15, output_drop=0.12)
 
 
-def load_data(config, vocab: tokens.Vocab):
-    """(Split of LabelledTexts, {split: token ids per document}, class names). With `data.labels_per_class` = N
-    > 0, the training split keeps N labelled documents per class (labelled_text.labels_per_class)."""
+def load_split(config):
+    """(Split of LabelledTexts, unlabelled training texts, class names). With `data.labels_per_class` = N > 0,
+    the training split keeps N labelled documents per class and the rest become unlabelled texts (stage 2 reads
+    them; labelled_text.labels_per_class)."""
     d = config.data
     if d.source == "fortunes":
         split, class_names = fortunes.topic_split(d.path, d.num_topics, config.seed, d.test_fraction,
@@ -39,16 +46,41 @@ def load_data(config, vocab: tokens.Vocab):
     else:
         split, class_names = labelled_text.load(d.source, d.path, config.seed, d.valid_fraction, d.test_fraction,
                                                 d.text_column, d.label_column, config.data_dir)
+    unlabelled = []
     if d.get("labels_per_class", 0):
-        train, _ = labelled_text.labels_per_class(split.train, d.labels_per_class, config.seed)
+        train, unlabelled = labelled_text.labels_per_class(split.train, d.labels_per_class, config.seed)
         split = split._replace(train=train)
-    ids = {name: [vocab.numericalize(tokens.tokenize(t)) for t in part.texts]
-           for name, part in split._asdict().items()}
-    return split, ids, class_names
+    return split, unlabelled, class_names
+
+
+def encode(split, vocab: tokens.Vocab) -> dict[str, list[np.ndarray]]:
+    return {name: [vocab.numericalize(tokens.tokenize(t)) for t in part.texts] for name, part in split._asdict().items()}
+
+
+def pretrained_model(config) -> tuple[wt103.Pretrained, dict]:
+    """(stage 1's language model named by `config.pretrained`, its AWDLSTM arguments with dropouts)."""
+    if not config.pretrained:
+        raise InputError("config.pretrained is empty: name a pretrained language model (scripts/pretrain_lm.py's "
+                         "artifact, WT103_FWD, or a language-model run's workdir)")
+    pretrained = pretrained_lm.load(config.pretrained)
+    return pretrained, {**LM_DROPOUTS, **pretrained.model_config}
+
+
+def language_model(config, split, unlabelled, pretrained, model_config, mesh, workdir, name="lm_finetune"):
+    """(stage 2's language model, its metrics): the pretrained model (None: a fresh one) fine-tuned on the
+    target's training texts over their vocabulary; with `lm_finetune.epochs` 0, the pretrained model as it is."""
+    if not config.lm_finetune.epochs:
+        return classifier.LanguageModel(pretrained.vocab, model_config, pretrained.params["encoder"],
+                                        pretrained.params["output_bias"]), {}
+    texts = list(split.train.texts) + list(unlabelled)
+    vocab = lm_finetune.target_vocab(texts, config.lm_finetune.vocab_size, config.lm_finetune.min_freq)
+    tuned = lm_finetune.fine_tune(config, texts, split.valid.texts, vocab, model_config, pretrained, mesh,
+                                  os.path.join(workdir, name))
+    return tuned.lm, {f"{name}_{k}": v for k, v in tuned.metrics.items()}
 
 
 def make_model(config, vocab_size: int, num_classes: int, model_config: dict) -> TextClassifier:
-    """The classifier over the language model's encoder sizes (`model_config`, the LM run's config.model)."""
+    """The classifier over the language model's encoder sizes (`model_config`, the LM's AWDLSTM arguments)."""
     lm = {k: model_config[k] for k in ("embed_dim", "hidden", "num_layers")}
     lm["cell"] = model_config.get("cell", "lstm")  # language models saved before the QRNN option are LSTMs
     c = config.classifier.to_dict()
@@ -66,10 +98,14 @@ def create_state(model: TextClassifier, variables: dict, tx) -> TrainState:
 
 
 def setup(config, mesh) -> experiment.Setup:
-    """The classifier without pretraining (for scripts/lr_find.py and the benchmarks)."""
-    lm = classifier.load_language_model(config.lm_workdir)
-    split, ids, class_names = load_data(config, lm.vocab)
-    model = make_model(config, len(lm.vocab), len(class_names), lm.model_config)
+    """The classifier without pretraining, over the vocabulary stage 2 would use (for scripts/lr_find.py and the
+    benchmarks)."""
+    split, unlabelled, class_names = load_split(config)
+    pretrained, model_config = pretrained_model(config)
+    vocab = (lm_finetune.target_vocab(list(split.train.texts) + unlabelled, config.lm_finetune.vocab_size,
+                                      config.lm_finetune.min_freq) if config.lm_finetune.epochs else pretrained.vocab)
+    ids = encode(split, vocab)
+    model = make_model(config, len(vocab), len(class_names), model_config)
     batches = BucketedBatches(ids["train"], split.train.labels, config.batch_size, config.buckets, mesh, config.seed)
     return experiment.Setup(lambda tx, rng: create_state(model, init_variables(model, rng), tx),
                             lambda peak_lr, total_steps: experiment.one_cycle_optimizer(config, peak_lr, total_steps),
@@ -77,19 +113,25 @@ def setup(config, mesh) -> experiment.Setup:
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-    """TF-IDF, then ULMFiT's phases from the language model's encoder, then the scratch runs; results.json."""
+    """TF-IDF; stage 2 (the pretrained LM fine-tuned on the target texts); stage 3 (the classifier by gradual
+    unfreezing); the same classifier without pretraining; with `no_stage1_ablation`, stages 2 and 3 from a
+    fresh language model. results.json."""
     timer = experiment.Timer()
     mesh = sharding.make_mesh(config.num_devices or None, config.fsdp_devices)
     with timer("data"):
-        lm = classifier.load_language_model(config.lm_workdir)
-        split, ids, class_names = load_data(config, lm.vocab)
-        classifier.save_classes(workdir, class_names, config.max_tokens, config.buckets)
-        if jax.process_index() == 0:
-            lm.vocab.save(os.path.join(workdir, VOCAB_FILE))
+        split, unlabelled, class_names = load_split(config)
+        pretrained, model_config = pretrained_model(config)
     metrics = {}
     with timer("tfidf"):
         metrics.update(baselines.tfidf(split, config.tfidf_cs))
-    model = make_model(config, len(lm.vocab), len(class_names), lm.model_config)
+    with timer("stage2"):
+        lm, found = language_model(config, split, unlabelled, pretrained, model_config, mesh, workdir)
+        metrics.update(found)
+    classifier.save_classes(workdir, class_names, config.max_tokens, config.buckets, model_config)
+    if jax.process_index() == 0:
+        lm.vocab.save(os.path.join(workdir, VOCAB_FILE))
+    ids = encode(split, lm.vocab)
+    model = make_model(config, len(lm.vocab), len(class_names), model_config)
     batches = BucketedBatches(ids["train"], split.train.labels, config.batch_size, config.buckets, mesh, config.seed)
     predict_step = jax.jit(steps.make_predict(classifier.task()))
     evaluate = lambda state, name, prefix: classifier.evaluate_documents(
@@ -104,20 +146,31 @@ def train_and_evaluate(config, workdir: str) -> dict:
                              log_every=config.log_every, keep_checkpoints=1)
 
     spe = batches.steps_per_epoch
-    with timer("ulmfit"):
+
+    def stage3(encoder_params, prefix):
+        """The classifier on `encoder_params` by gradual unfreezing; its valid and test metrics."""
         variables = init_variables(model, jax.random.key(config.seed))
-        variables = {"params": {**variables["params"], "encoder": lm.encoder_params},
+        variables = {"params": {**variables["params"], "encoder": encoder_params},
                      "batch_stats": variables["batch_stats"]}
         groups = model.layer_groups()
         phases = classifier.ulmfit_phases(len(groups), tuple(config.phase_epochs), config.learning_rate)
         make_tx = functools.partial(experiment.one_cycle_optimizer, config)
         for i, phase in enumerate(phases):
             tx = classifier.phase_optimizer(make_tx, groups, phase, phase.epochs * spe, config.group_factor)
-            state = fit(variables, tx, phase.epochs * spe, f"ulmfit_phase{i + 1}",
+            state = fit(variables, tx, phase.epochs * spe, f"{prefix}phase{i + 1}",
                         classifier.frozen_groups(groups, phase))
             variables = {"params": state.params, "batch_stats": state.batch_stats}
-        metrics.update({f"ulmfit_{k}": v for k, v in evaluate(state, "valid", "valid_").items()})
-        metrics.update({f"ulmfit_{k}": v for k, v in evaluate(state, "test", "test_").items()})
+        return {f"{prefix}{k}": v for part, p in (("valid", "valid_"), ("test", "test_"))
+                for k, v in evaluate(state, part, p).items()}
+
+    with timer("stage3"):
+        metrics.update(stage3(lm.encoder_params, "ulmfit_"))
+    if config.no_stage1_ablation:
+        with timer("no_stage1"):
+            fresh, found = language_model(config, split, unlabelled, None, model_config, mesh, workdir,
+                                          "nostage1_lm_finetune")
+            metrics.update(found)
+            metrics.update(stage3(fresh.encoder_params, "nostage1_"))
     with timer("scratch"):
         total = sum(config.phase_epochs) * spe
         best = None
@@ -130,8 +183,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
         found, state, lr = best
         metrics.update({f"scratch_{k}": v for k, v in found.items()}, scratch_learning_rate=lr)
         metrics.update({f"scratch_{k}": v for k, v in evaluate(state, "test", "test_").items()})
-    return experiment.write_results(workdir, metrics, config, timer.total(), mesh, class_names=class_names,
-                                    train_documents=len(split.train.texts), test_documents=len(split.test.texts))
+    timings = timer.total()
+    return experiment.write_results(workdir, metrics, config, timings, mesh, class_names=class_names,
+                                    train_documents=len(split.train.texts), unlabelled_documents=len(unlabelled),
+                                    test_documents=len(split.test.texts),
+                                    stages_2_and_3_seconds=timings.get("stage2", 0.0) + timings.get("stage3", 0.0))
 
 
 def read_inputs(input_path: str) -> tuple[list[str], list[str]]:
@@ -149,9 +205,9 @@ def predict(config, workdir: str, input_path: str) -> list[dict]:
     """Rows of input (file or line), predicted topic and its probability, from the last ULMFiT phase."""
     vocab = tokens.Vocab.load(os.path.join(workdir, VOCAB_FILE))
     with open(os.path.join(workdir, CLASSES_FILE)) as f:
-        class_names = json.load(f)["class_names"]
-    _, lm_config = inference.read_run_info(config.lm_workdir)
-    model = make_model(config, len(vocab), len(class_names), lm_config["model"])
+        saved = json.load(f)
+    class_names, model_config = saved["class_names"], saved["language_model"]
+    model = make_model(config, len(vocab), len(class_names), model_config)
     last_phase = os.path.join(workdir, f"ulmfit_phase{len(config.phase_epochs)}")
     state = inference.restore_for_inference(last_phase, model.apply, init_variables(model, jax.random.key(0)))
     names, texts = read_inputs(input_path)

@@ -25,9 +25,12 @@ def test_the_classifier_config_trains_on_n_per_class():
     config = fortunes_classifier.get_config("cpu")
     config.data.num_topics = 3
     config.data.labels_per_class = 10
-    split, ids, class_names = ulmfit.load_data(config, tokens.Vocab(tokens.SPECIALS))
+    split, unlabelled, class_names = ulmfit.load_split(config)
+    ids = ulmfit.encode(split, tokens.Vocab(tokens.SPECIALS))
     assert np.bincount(split.train.labels).tolist() == [10, 10, 10] and len(ids["train"]) == 30
     config.data.labels_per_class = 0
-    full, _, _ = ulmfit.load_data(config, tokens.Vocab(tokens.SPECIALS))
-    assert len(full.train.texts) > 300 and full.test.texts == split.test.texts
+    full, none, _ = ulmfit.load_split(config)
+    assert len(full.train.texts) > 300 and full.test.texts == split.test.texts and none == []
     assert set(split.train.texts) <= set(full.train.texts)
+    # The labels not used still serve stage 2: the kept and the unlabelled texts are the whole training split.
+    assert sorted(split.train.texts + unlabelled) == sorted(full.train.texts)
