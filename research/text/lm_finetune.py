@@ -4,7 +4,8 @@ labelled or not; never its validation or test texts), after its vocabulary is mo
 Discriminative rates as fastai groups a language model (each recurrent layer from the top down at lr / 2.6 of
 the one above, the tied embedding and decoder at lr) and slanted triangular (1cycle) rates. Started from a
 fresh initialisation instead (`pretrained=None`), it is ULMFiT without stage 1: the ablation that shows what
-general pretraining buys. The perplexity on the target's validation texts is reported before and after.
+general pretraining buys. The perplexity on the target's validation texts is reported before and after; the
+epoch with the lowest validation loss is kept (a small target corpus overfits within a few epochs).
 
 The config's `lm_finetune` holds epochs, learning_rate, batch_size, bptt, vocab_size and min_freq; its
 `optimizer` and `one_cycle` are the run's.
@@ -16,7 +17,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from research.core import experiment, optimizers, steps, trainer
+from research.core import experiment, inference, optimizers, steps, trainer
 from research.core.train_state import TrainState
 from research.text import classifier, language_model, lm_recipe, lm_tokens, pretrained_lm, tokens, wt103
 from research.text.awd_lstm import AWDLSTM
@@ -58,13 +59,15 @@ def fine_tune(config, train_texts: list[str], valid_texts: list[str], vocab: tok
         metrics.update(known_tokens=moved.known, new_tokens=moved.new)
     state = TrainState.create(apply_fn=model.apply, params=params, batch_stats={}, tx=tx,
                               carry=model.initial_carry(f.batch_size))
-    evaluate = language_model.make_evaluator(model.apply, model.initial_carry, valid_ids, config.eval_batch_size,
-                                             f.bptt, "valid_")
+    rows = max(1, min(config.eval_batch_size, len(valid_ids) // f.bptt))  # few rows for a short validation text
+    evaluate = language_model.make_evaluator(model.apply, model.initial_carry, valid_ids, rows, f.bptt, "valid_")
     metrics.update({f"before_{k}": v for k, v in evaluate(state).items()})
     task = language_model.task(config.get("ar", 2.0), config.get("tar", 1.0))
     state = trainer.train(state=state, train_step=steps.make_train_step(task), batches=batches, num_steps=num_steps,
                           mesh=mesh, seed=config.seed, workdir=workdir, evaluate=evaluate,
-                          checkpoint_every=batches.steps_per_epoch, log_every=config.log_every, keep_checkpoints=1)
+                          checkpoint_every=batches.steps_per_epoch, log_every=config.log_every, keep_checkpoints=1,
+                          best_metric="valid_loss", best_mode="min")
+    state = inference.restore_trained(workdir, state, "valid_loss", "min")  # the epoch best on validation
     metrics.update({f"after_{k}": v for k, v in evaluate(state).items()})
     metrics.update(steps=num_steps, train_tokens=int(len(train_ids)), vocab_size=len(vocab))
     params = jax.device_get(state.params)
