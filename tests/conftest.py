@@ -5,6 +5,7 @@ Without them, every test that needs the data is skipped for one stated reason (o
 and one in its header). Under CI (`CI=true`) missing data is an error instead: the session stops at once with
 one line naming what is missing, and any test that would skip fails with its reason."""
 
+import fcntl
 import glob
 import os
 import shutil
@@ -15,6 +16,9 @@ import tempfile
 _CACHE_DIR = None if "JAX_COMPILATION_CACHE_DIR" in os.environ else tempfile.mkdtemp(prefix="fastjax_jax_cache_")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE_DIR or "")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+# Data built once per session for all pytest-xdist workers (they inherit the environment): see `tfds_dir`.
+_SHARED_DIR = None if "FASTJAX_TEST_SHARED_DIR" in os.environ else tempfile.mkdtemp(prefix="fastjax_test_data_")
+os.environ.setdefault("FASTJAX_TEST_SHARED_DIR", _SHARED_DIR or "")
 os.environ["FASTJAX_CHECK_COMPILES"] = "1"  # scripts/train.py checks its own steps compile once (compile_check)
 # XLA's CPU backend at optimisation level 1 for the suite (and its subprocesses): the tests' programs are small and
 # compiled once each, so compiling is most of their time, and level 1 compiles faster (XXX off the suite's
@@ -75,8 +79,9 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_unconfigure(config):
-    if _CACHE_DIR:
-        shutil.rmtree(_CACHE_DIR, ignore_errors=True)
+    for owned in (_CACHE_DIR, _SHARED_DIR):
+        if owned:
+            shutil.rmtree(owned, ignore_errors=True)
 
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -119,8 +124,16 @@ def fashion_mnist_dir() -> str:
 
 @pytest.fixture(scope="session")
 def tfds_dir(tmp_path_factory, fashion_mnist_dir):
+    """A TFDS data dir for this process's tests, holding Fashion-MNIST. The dataset is built once per session in
+    the directory every pytest-xdist worker shares (under a lock; about 25 s) and linked in; the datasets derived
+    from it (mosaics, canvases) are built in each process's own dir."""
     data_dir = str(tmp_path_factory.mktemp("tensorflow_datasets"))
-    fashion_mnist.FashionMnistIdx(data_dir=data_dir, file_format="array_record").download_and_prepare()
+    shared = os.path.join(os.environ["FASTJAX_TEST_SHARED_DIR"], "tensorflow_datasets")
+    os.makedirs(shared, exist_ok=True)
+    with open(os.path.join(shared, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the other worker waits for the build, then reuses it
+        fashion_mnist.FashionMnistIdx(data_dir=shared, file_format="array_record").download_and_prepare()
+    os.symlink(os.path.join(shared, "fashion_mnist_idx"), os.path.join(data_dir, "fashion_mnist_idx"))
     return data_dir
 
 
