@@ -106,7 +106,7 @@ TOPICS = ("food", "startrek", "perl")
 
 @pytest.fixture(scope="session")
 def text_data(tmp_path_factory) -> dict[str, str]:
-    """{corpus}: a folder with a file per topic (a paragraph per fortune); {topic}: a folder with the second topic's
+    """{corpus}: a folder with a file per topic (a paragraph per fortune) and an empty file; {topic}: a folder with the second topic's
     first 80 fortunes; {classes}: a CSV of text and topic."""
     from research.text import fortunes
     root = tmp_path_factory.mktemp("text")
@@ -119,6 +119,7 @@ def text_data(tmp_path_factory) -> dict[str, str]:
         if topic == TOPICS[1]:
             (root / "topic" / f"{topic}.txt").write_text("\n".join(texts[:80]))
         rows += [{"text": t, "label": topic} for t in texts]
+    (root / "corpus" / "empty.txt").write_text("")  # skipped with a warning; predict.py names it
     with open(root / "classes.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, ["text", "label"])
         writer.writeheader()
@@ -354,6 +355,53 @@ def _unigram_loss(train_ids, test_ids, vocab_size) -> float:
     """Nats per token of add-one token frequencies from the training ids, on the test ids."""
     counts = np.bincount(train_ids, minlength=vocab_size) + 1.0
     return float(-np.mean(np.log(counts / counts.sum())[test_ids]))
+
+
+@runs_group("char_rnn:cpu")
+def test_the_char_rnn_beats_character_frequencies_and_generates_and_predicts_like_its_text(finished_runs,
+                                                                                         text_data, tmp_path):
+    """The char-RNN run (a folder of real fortune files, one document per paragraph): held-out loss below the
+    character-frequency model's; scripts/generate.py writes the same text under the same seed, text a bigram
+    model of the training text scores better than text drawn from the character frequencies; scripts/predict.py
+    scores a file below the frequencies too, and names the empty file it could not score."""
+    import ml_collections
+
+    from experiments import char_rnn
+    from research.core import inference
+    from research.text import lm_recipe, ngram
+    workdir = str(finished_runs("char_rnn:cpu"))
+    config = ml_collections.ConfigDict(inference.read_run_info(workdir)[1])
+    ids, vocab = lm_recipe.encode_splits(config, char_rnn.RECIPE.tokens)
+    counts = np.bincount(ids["train"], minlength=len(vocab)) + 1.0  # add-one character frequencies
+    unigram = lambda test_ids: float(-np.mean(np.log(counts / counts.sum())[test_ids]))
+    metrics = json.load(open(os.path.join(workdir, "results.json")))["metrics"]
+    assert metrics["test_loss"] < unigram(ids["test"]) - 0.2, (metrics["test_loss"], unigram(ids["test"]))
+    assert metrics["ngram_test_loss"] < unigram(ids["test"])
+    samples = open(os.path.join(workdir, "samples.txt")).read()
+    assert "temperature 0.5" in samples and "temperature 1.0" in samples
+    generate = lambda seed: subprocess.run(
+        [sys.executable, "scripts/generate.py", "--workdir", workdir, "--prompt", "The ", "--temperature", "0.8",
+         "--length", "200", "--top_k", "5", "--seed", str(seed)], cwd=REPO_ROOT, capture_output=True, text=True,
+        timeout=300)
+    first, second = generate(0), generate(0)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert first.stdout == second.stdout and first.stdout.startswith("The ") and len(first.stdout) >= 204
+    bigram = ngram.KneserNey(ids["train"], len(vocab), 2)
+    sample_loss = bigram.loss(vocab.encode(first.stdout[4:204]))
+    rng = np.random.default_rng(0)
+    frequency_loss = np.mean([bigram.loss(rng.choice(len(vocab), 200, p=counts / counts.sum())) for _ in range(5)])
+    assert sample_loss < frequency_loss - 0.3, (sample_loss, frequency_loss)
+    corpus = pathlib.Path(text_data["corpus"])
+    _predict(workdir, corpus / f"{TOPICS[2]}.txt", tmp_path / "loss.csv")
+    rows = open(tmp_path / "loss.csv").read().splitlines()
+    assert rows[0] == "file,characters,loss_nats_per_char" and len(rows) == 2
+    topic = vocab.encode((corpus / f"{TOPICS[2]}.txt").read_text())
+    assert float(rows[1].split(",")[-1]) < unigram(topic) - 0.2, (rows[1], unigram(topic))
+    folder = subprocess.run([sys.executable, "scripts/predict.py", f"--workdir={workdir}", f"--input={corpus}",
+                             f"--output={tmp_path / 'all.csv'}"], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert folder.returncode == 1 and "empty.txt" in folder.stderr  # the unreadable file named, the others kept
+    assert len(open(tmp_path / "all.csv").read().splitlines()) == 1 + len(TOPICS)
 
 
 @runs_group("fortunes_lm:cpu")

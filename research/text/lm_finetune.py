@@ -11,7 +11,6 @@ The config's `lm_finetune` holds epochs, learning_rate, batch_size, bptt, vocab_
 `optimizer` and `one_cycle` are the run's.
 """
 
-import os
 from typing import NamedTuple
 
 import jax

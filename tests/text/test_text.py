@@ -1,10 +1,6 @@
 """The NLP area on real text (the Debian `fortunes` package): character vocabulary, the BPTT stream, the
-recurrent carry, dropout only in training, the n-gram baseline, sampling, and real training steps."""
-
-import json
-import os
-import subprocess
-import sys
+recurrent carry, dropout only in training, the n-gram baseline, sampling, and real training steps (the char-RNN command
+runs end to end in tests/test_experiments.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -20,8 +16,6 @@ from research.text.awd_lstm import AWDLSTM, TextClassifier
 from research.text.char_rnn import CharRNN
 from research.text.lm_stream import eval_windows, LMStream
 from research.text.padded_text import BucketedBatches
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
@@ -178,69 +172,6 @@ def test_a_few_real_steps_lower_the_loss(fortune_texts):
     unigram = float(-np.mean(np.log(counts / counts.sum())[ids]))
     assert np.mean(losses[-5:]) < min(unigram + 0.1, losses[0] - 1.0), (losses[-5:], unigram)  # measured 3.24
     assert not np.allclose(jax.device_get(state.carry[0][0]), 0.0)  # the state carried between windows
-
-
-def test_char_rnn_experiment_trains_generates_and_predicts(tmp_path):
-    """The whole command on a small folder of real fortune files (one document per paragraph), then
-    scripts/generate.py and scripts/predict.py on the run."""
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for name in ("goedel", "pets", "magic"):
-        (corpus / f"{name}.txt").write_text("\n".join(fortunes.read_fortunes(fortunes.topic_files()[name])))
-    (corpus / "empty.txt").write_text("")
-    workdir = str(tmp_path / "run")
-    train = subprocess.run([sys.executable, "scripts/train.py", "--config", "experiments/char_rnn.py",
-                            "--workdir", workdir, "--config.data.source=folder", f"--config.data.path={corpus}",
-                            "--config.model.hidden_sizes=(64,64)", "--config.batch_size=8", "--config.bptt=32",
-                            "--config.num_epochs=4", "--config.eval_batch_size=4", "--config.ngram_orders=(2,3)",
-                            "--config.samples.length=50", "--config.learning_rate=1e-2"],
-                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert train.returncode == 0, train.stderr[-2000:]
-    assert "skipping empty text file" in train.stderr
-    # Floors from the trivial model on the same text: character frequencies of the training ids (add-one).
-    import ml_collections
-
-    from experiments import char_rnn
-    from research.core import inference
-    from research.text import lm_recipe
-    config = ml_collections.ConfigDict(inference.read_run_info(workdir)[1])
-    ids, vocab = lm_recipe.encode_splits(config, char_rnn.RECIPE.tokens)
-    counts = np.bincount(ids["train"], minlength=len(vocab)) + 1.0
-    unigram = lambda test_ids: float(-np.mean(np.log(counts / counts.sum())[test_ids]))
-    metrics = json.load(open(os.path.join(workdir, "results.json")))["metrics"]
-    assert metrics["test_loss"] < unigram(ids["test"]) - 0.2, (metrics["test_loss"], unigram(ids["test"]))
-    assert metrics["ngram_test_loss"] < unigram(ids["test"])
-    samples = open(os.path.join(workdir, "samples.txt")).read()
-    assert "temperature 0.5" in samples and "temperature 1.0" in samples
-    generate = lambda seed: subprocess.run(
-        [sys.executable, "scripts/generate.py", "--workdir", workdir, "--prompt", "The ", "--temperature", "0.8",
-         "--length", "200", "--top_k", "5", "--seed", str(seed)], cwd=REPO_ROOT, capture_output=True, text=True,
-        timeout=300)
-    first, second = generate(0), generate(0)
-    assert first.returncode == 0, first.stderr[-2000:]
-    assert first.stdout == second.stdout and first.stdout.startswith("The ") and len(first.stdout) >= 204
-    # The sample reads like the training text: a bigram model of the training ids scores it better than text
-    # drawn from the character frequencies (what a model that learnt nothing but those would write).
-    bigram = ngram.KneserNey(ids["train"], len(vocab), 2)
-    sample_loss = bigram.loss(vocab.encode(first.stdout[4:204]))
-    rng = np.random.default_rng(0)
-    frequency_loss = np.mean([bigram.loss(rng.choice(len(vocab), 200, p=counts / counts.sum())) for _ in range(5)])
-    assert sample_loss < frequency_loss - 0.3, (sample_loss, frequency_loss)
-    predict = subprocess.run([sys.executable, "scripts/predict.py", "--workdir", workdir, "--input",
-                              str(corpus / "pets.txt"), "--output", str(tmp_path / "loss.csv")],
-                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert predict.returncode == 0, predict.stderr[-2000:]
-    rows = open(tmp_path / "loss.csv").read().splitlines()
-    assert rows[0] == "file,characters,loss_nats_per_char" and len(rows) == 2
-    pets = vocab.encode((corpus / "pets.txt").read_text())
-    assert float(rows[1].split(",")[-1]) < unigram(pets) - 0.2, (rows[1], unigram(pets))
-    folder = subprocess.run([sys.executable, "scripts/predict.py", "--workdir", workdir, "--input", str(corpus),
-                             "--output", str(tmp_path / "all.csv")], cwd=REPO_ROOT, capture_output=True, text=True,
-                            timeout=300)
-    assert folder.returncode == 1 and "empty.txt" in folder.stderr  # the unreadable file named, the others kept
-    assert len(open(tmp_path / "all.csv").read().splitlines()) == 4
-    metrics_lines = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
-    assert any("valid_loss" in m for m in metrics_lines)
 
 
 def test_token_kinds_write_the_prompt_then_the_sample():
