@@ -1,9 +1,11 @@
-"""Lesson 4, part 1: an AWD-LSTM word-level language model on the fortunes (the body that
-experiments/fortunes_classifier.py fine-tunes), against an interpolated Kneser-Ney n-gram model on the same
+"""Lesson 4, part 1: an AWD-LSTM word-level language model on the fortunes (a body that
+experiments/fortunes_classifier.py can start from), against an interpolated Kneser-Ney n-gram model on the same
 split.
 
 Run (default preset, sized for a 2-core CPU):
   .venv/bin/python scripts/train.py --config experiments/fortunes_lm.py --workdir runs/fortunes_lm
+ULMFiT's stage 1 (`:general`: one pass over research/text/general_corpus.py's general-English corpus, published
+as a named artifact for experiments/fortunes_classifier.py): .venv/bin/python scripts/pretrain_lm.py --workdir DIR
 Write text with it:
   .venv/bin/python scripts/generate.py --workdir runs/fortunes_lm --prompt "The meaning of life" \\
       --temperature 0.8 --length 60

@@ -45,7 +45,8 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, tfds_dir):
     config = experiment.get_config()
     config.update_from_flattened_dict({
         "data_dir": tfds_dir, "data.train_examples": 1024, "data.test_examples": 500, "batch_size": 128,
-        "eval_batch_size": 250, "num_epochs": 2, "learning_rate": 3e-3})
+        "eval_batch_size": 250, "num_epochs": 2, "learning_rate": 3e-3,
+        "model.stem_width": 8, "model.stage_sizes": (1, 1, 1), "model.stage_widths": (8, 16, 32)})  # narrowed
     straight = experiment.train_and_evaluate(config, str(tmp_path / "straight"))
     assert experiment.train_and_evaluate(config, str(tmp_path / "resumed"), stop_at=10) == {}
     assert Checkpointer(str(tmp_path / "resumed" / "checkpoints")).latest_step() == 10  # mid-epoch 2
