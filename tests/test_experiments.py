@@ -21,7 +21,8 @@ from conftest import REPO_ROOT
 IMAGES = ["data.train_examples=1000", "data.test_examples=300", "batch_size=50", "eval_batch_size=150",
           "num_epochs=2", "learning_rate=1e-2", "model.stem_width=16", "model.stage_sizes=(1,1,1)",
           "model.stage_widths=(16,32,64)", "top_losses=4"]
-MOSAICS = ["data_config=small", "epochs=(1,1)", "lr_find.num_steps=5", "eval_batch_size=250"]
+MOSAICS = ["data_config=small", "epochs=(1,1)", "lr_find.num_steps=5", "eval_batch_size=250",
+           "model.stem_width=16", "model.stage_widths=(16,32,64)", "model.stage_sizes=(1,1,1)"]
 # About 3000 source images (23 pretraining steps) and 600 per target class, 20 of them labelled.
 TRANSFER = ["train_examples=6000", "test_examples=1000", "valid_per_class=40", "labelled_per_class=(20,)",
             "pretrain.epochs=1", "head_phase.steps=12", "finetune.cycle_steps=4", "finetune.cycle_mult=2",
@@ -74,7 +75,7 @@ CASES = {
     "char_rnn:gru": CHARS,
     "char_rnn:long": [*CHARS, "model.hidden_sizes=(128,128)"],
     "pets:default": PETS,
-    "pets:dogs_vs_cats": PETS,
+    "pets:dogs_vs_cats": [*PETS, "stage_sizes=(1,1,1,1)"],  # :default's ResNet-34 with one block per stage
     "sales_tabular:txhousing": ["ensemble=2", "min_steps=20", "max_steps=40", "evaluations=2", "baselines=False",
                                 "interpret=False", "model.hidden=(32,32)", "model.dropouts=(0.0,0.0)"],
     # sales_tabular:rossmann needs Kaggle's CSVs: tests/tabular/test_tabular.py runs its joins and features on a
