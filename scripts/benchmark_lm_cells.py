@@ -8,7 +8,6 @@ baseline and the final test pass not) and the validation perplexity; then, per r
 the best validation perplexity. Take it on an otherwise idle machine.
 """
 
-import json
 import os
 import tempfile
 import time
@@ -20,9 +19,9 @@ _RUNS = flags.DEFINE_string("runs", "lstm:3,qrnn:3,qrnn:4", "Comma-separated CEL
 
 def curve(workdir: str, fit_start: float) -> list[tuple[float, float]]:
     """(minutes since the fit began, validation perplexity) of each validation pass in metrics.jsonl."""
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        rows = [json.loads(line) for line in f]
-    return [((row["time"] - fit_start) / 60, row["valid_perplexity"]) for row in rows if "valid_perplexity" in row]
+    from research.core import metric_writer
+    return [((row["time"] - fit_start) / 60, row["valid_perplexity"]) for row in metric_writer.read_log(workdir)
+            if "valid_perplexity" in row]
 
 
 def main(argv):

@@ -63,12 +63,13 @@ def main(argv):
 def run_side(module, config, workdir: str, num_seeds: int, sequential: bool = False) -> list[dict]:
     """Trains (or reads back) K seeds of one side; returns [{"seed", "metrics", "curves"}] per seed, where
     curves = {metric: (steps, values)} from the run's metrics.jsonl."""
+    from research.core import metric_writer
     seeds = [config.seed + k for k in range(num_seeds)]
     if module.CAPABILITIES.seeds and not sequential:
         results = _read_results(workdir)
         if results is None or [s["seed"] for s in results.get("per_seed", [])] != seeds:
             results = module.train_and_evaluate_seeds(config, workdir, num_seeds)
-        logged = read_metrics_log(workdir)
+        logged = metric_writer.read_log(workdir)
         return [{"seed": s["seed"], "metrics": s["metrics"],
                  "curves": member_curves(logged, f"seed{s['seed']}")} for s in results["per_seed"]]
     runs = []
@@ -79,7 +80,8 @@ def run_side(module, config, workdir: str, num_seeds: int, sequential: bool = Fa
             seed_config = config.copy_and_resolve_references()
             seed_config.seed = seed
             results = module.train_and_evaluate(seed_config, seed_dir)
-        runs.append({"seed": seed, "metrics": results["metrics"], "curves": member_curves(read_metrics_log(seed_dir))})
+        runs.append({"seed": seed, "metrics": results["metrics"],
+                     "curves": member_curves(metric_writer.read_log(seed_dir))})
     return runs
 
 
@@ -89,11 +91,6 @@ def _read_results(workdir: str) -> dict | None:
         return None
     with open(path) as f:
         return json.load(f)
-
-
-def read_metrics_log(workdir: str) -> list[dict]:
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def member_curves(logged: list[dict], member: str | None = None) -> dict[str, tuple[list, list]]:

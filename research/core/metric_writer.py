@@ -13,6 +13,12 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 
+def read_log(workdir: str) -> list[dict]:
+    """The rows of a run's metrics.jsonl, in the order written."""
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 class MetricWriter:
     def __init__(self, workdir: str):
         self.enabled = jax.process_index() == 0
