@@ -74,8 +74,8 @@ CASES = {
     "char_rnn:cpu": CHARS,
     "char_rnn:gru": CHARS,
     "char_rnn:long": [*CHARS, "model.hidden_sizes=(128,128)"],
-    "pets:default": PETS,
-    "pets:dogs_vs_cats": [*PETS, "stage_sizes=(1,1,1,1)"],  # :default's ResNet-34 with one block per stage
+    "pets:default": [*PETS, "stage_sizes=(1,1,1,1)"],  # the cloud preset's ResNet-34 with one block per stage
+    "pets:dogs_vs_cats": [*PETS, "stage_sizes=(1,1,1,1)"],
     "sales_tabular:txhousing": ["ensemble=2", "min_steps=20", "max_steps=40", "evaluations=2", "baselines=False",
                                 "interpret=False", "model.hidden=(32,32)", "model.dropouts=(0.0,0.0)"],
     # sales_tabular:rossmann needs Kaggle's CSVs: tests/tabular/test_tabular.py runs its joins and features on a

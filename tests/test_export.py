@@ -77,8 +77,10 @@ def export_case(name, preset, overrides, fsdp, tfds_dir) -> dict:
     config = _configure(module, preset, overrides, fsdp, tfds_dir)
     mesh = sharding.make_mesh(None, fsdp)
     run = module.setup(config, mesh)
-    state = run.create_state(run.make_tx(1e-3, 100), jax.random.key(0))
-    state = jax.device_put(state, sharding.state_shardings(state, mesh))
+    tx = run.make_tx(1e-3, 100)
+    state = jax.eval_shape(lambda key: run.create_state(tx, key), jax.random.key(0))  # shapes only: no init compile
+    state = jax.tree.map(lambda leaf, where: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=where),
+                         state, sharding.state_shardings(state, mesh))
     batch = run.batches.batch(0)
     train = trainer.jit_train_step(run.train_step, state, mesh)
     evaluate = jax.jit(run.eval_step)
