@@ -47,13 +47,13 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         source="fortunes", path="", num_topics=10, test_fraction=0.2, valid_fraction=0.1,
         text_column="text", label_column="label",
         labels_per_class=0))  # N > 0: N labelled training documents per class (ULMFiT's few-label setting)
-    c.max_tokens = 160  # longer documents are cut (5% of the fortunes)
-    c.buckets = (64, 160)  # padded lengths: one compilation each
+    c.max_tokens = 0  # > 0: longer documents are cut; 0: every document read whole
+    c.buckets = ()  # padded lengths, one compilation each; (): from the documents' lengths (median to longest)
     c.batch_size = 32
     c.eval_batch_size = 128
     c.classifier = ml_collections.ConfigDict(dict(
         embed_drop=0.02, input_drop=0.1, hidden_drop=0.06, weight_drop=0.08, output_drop=0.04, head_hidden=50,
-        head_drops=(0.1, 0.05), bptt=0))  # bptt > 0: BPT3C, documents read in windows of bptt tokens
+        head_drops=(0.1, 0.05), bptt=64))  # BPT3C: documents read in windows of bptt tokens (0: in one pass)
     c.phase_epochs = (1, 1, 1, 2)  # gradual unfreezing: head; + last layer; + one more; everything
     c.learning_rate = 2e-2  # the head's peak rate; lr/2, lr/4, lr/10 in the later phases
     c.group_factor = 2.6  # each lower layer group at lr / 2.6
@@ -64,8 +64,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.log_every = 50
     if preset == "imdb":
         c.data.source = "tfds"
-        c.max_tokens, c.buckets = 1024, (256, 512, 1024)
-        c.classifier.bptt = 64  # BPT3C: long reviews read whole, 64 tokens at a time (the buckets divide by it)
+        c.max_tokens, c.buckets = 1024, (256, 512, 1024)  # reviews cut at 1024 tokens
         c.batch_size = 64
     return c
 

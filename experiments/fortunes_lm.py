@@ -18,9 +18,10 @@ the texts the topic classifier holds out (valid and test of research/text/fortun
 seed), so the classifier is never scored on text its body has read. Your own text: `--config.data.source=folder
 --config.data.path=DIR` (one document per file). Tokens: research/text/tokens.py (vocab.json in the workdir).
 
-Reaches (default preset, 2-core CPU, on the de-duplicated split of research/text/near_duplicates.py): test
-perplexity 78.0 (valid 73.6) after 3 epochs (654 steps); the Kneser-Ney 4-gram baseline reaches 62.1 on the same
-split. The run took 454 s on the idle CPU before de-duplication (not re-measured since). Writes samples.txt,
+Reaches (default preset, its QRNN cell, 2-core CPU, on the de-duplicated split of research/text/near_duplicates.py):
+test perplexity 64.1 (valid 60.5) after 3 epochs, 6.5 minutes of training on the idle CPU
+(scripts/benchmark_lm_cells.py, session 13); the Kneser-Ney 4-gram baseline reaches 62.1 on the same split, and
+the LSTM cell (`--config.model.cell=lstm`) 78.0 in 10.4 minutes. Writes samples.txt,
 vocab.json, results.json.
 """
 
@@ -43,7 +44,8 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     # AWD-LSTM's dropouts scaled by fastai's drop_mult 0.3 (a small model trained for few epochs).
     c.model = ml_collections.ConfigDict(dict(
         embed_dim=200, hidden=400, num_layers=3, embed_drop=0.03, input_drop=0.18, hidden_drop=0.09,
-        weight_drop=0.15, output_drop=0.12, cell="lstm"))  # cell: "lstm" or "qrnn" (research/text/qrnn.py)
+        weight_drop=0.15, output_drop=0.12,
+        cell="qrnn"))  # or "lstm"; the QRNN (research/text/qrnn.py) learns more per CPU-minute (docs/benchmarks.md)
     c.ar, c.tar = 2.0, 1.0
     c.batch_size = 32
     c.bptt = 70
@@ -61,12 +63,12 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     if preset == "long":  # the paper's sizes, for an accelerator
         c.model.update(embed_dim=400, hidden=1150, embed_drop=0.1, input_drop=0.6, hidden_drop=0.3,
                        weight_drop=0.5, output_drop=0.4)
+        c.model.cell = "lstm"  # the paper's AWD-LSTM
         c.vocab.max_size = 60000
         c.num_epochs = 15
     if preset == "general":  # ULMFiT's stage 1 (scripts/pretrain_lm.py): one pass over the general-English corpus
         c.data.update(source="general", test_fraction=0.01, valid_fraction=0.01, exclude_classifier_holdout=False)
         c.vocab.max_size = 10000  # the tied softmax is most of a step on the CPU
-        c.model.cell = "qrnn"  # 1.5x our LSTM's tokens per second here (scripts/benchmark_recurrence.py)
         c.num_epochs = 1
         c.checkpoint.every_epochs = 0.1  # resumable within the pass
         c.ngram_orders = (3,)

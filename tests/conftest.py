@@ -22,7 +22,8 @@ os.environ.setdefault("FASTJAX_TEST_SHARED_DIR", _SHARED_DIR or "")
 os.environ["FASTJAX_CHECK_COMPILES"] = "1"  # scripts/train.py checks its own steps compile once (compile_check)
 # XLA's CPU backend at optimisation level 1 for the suite (and its subprocesses): the tests' programs are small and
 # compiled once each, so compiling is most of their time, and level 1 compiles about twice as fast (the suite
-# 2167 s -> 1621 s, docs/tests.md); every number a test compares is taken under the same flags. Benchmarks and experiments keep the default.
+# 2167 s -> 1621 s, docs/tests.md); every number a test compares is taken under the same flags. Benchmarks and
+# experiments keep the default.
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=1").strip()
 

@@ -61,7 +61,7 @@ CASES = {
     "fortunes_lm:long": ["data.source=folder", "data.path={topic}", *LM, "batch_size=8", "eval_batch_size=8",
                          "num_epochs=1"],  # the paper's sizes: 80 fortunes (~2k tokens) for one epoch
     "fortunes_classifier:cpu": ["data.source=csv", "data.path={classes}", "pretrained={fortunes_lm:cpu}",
-                                "max_tokens=64", "buckets=(64,)",  # one padded length: one compilation
+                                "max_tokens=64",  # lengths from the data, all capped at 64: one compilation
                                 "phase_epochs=(1,1,1,2)", "num_epochs=2", "batch_size=16", "lm_finetune.epochs=1",
                                 "no_stage1_ablation=False", "scratch_learning_rates=(1e-2,)", "tfidf_cs=(1.0,)",
                                 "lr_find.num_steps=5"],

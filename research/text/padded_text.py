@@ -25,6 +25,23 @@ def pad_documents(docs: list[np.ndarray], max_len: int) -> tuple[np.ndarray, np.
     return tokens, lengths
 
 
+def length_buckets(lengths, multiple: int, max_tokens: int = 0,
+                   quantiles=(0.5, 0.9, 0.99, 1.0)) -> tuple[int, ...]:
+    """Padded lengths from the documents' own: the `quantiles` of `lengths` (the last, 1.0, is the longest
+    document, so none is cut), each rounded up to a multiple of `multiple` (BPT3C's window), and with
+    `max_tokens` > 0 none above it. A few lengths: a few compilations, little padding."""
+    lengths = np.asarray(lengths)
+    if not len(lengths):
+        raise InputError("no documents to choose padded lengths from")
+    if max_tokens > 0:
+        lengths = np.minimum(lengths, max_tokens)
+    picks = np.quantile(lengths, quantiles, method="higher")
+    rounded = {max(multiple, -(-int(p) // multiple) * multiple) for p in picks}
+    if max_tokens > 0:
+        rounded = {min(b, max_tokens) for b in rounded}
+    return tuple(sorted(rounded))
+
+
 def bucket_length(lengths, buckets) -> int:
     """The smallest bucket that holds the longest of `lengths`."""
     longest = int(np.max(lengths))

@@ -8,9 +8,10 @@ unfreezing and discriminative rates (research/text/classifier.py). Scored agains
 model (ULMFiT without general pretraining).
 
 The config also names the labelled text (`data.*`: the fortune topics, a folder, a CSV or TFDS imdb_reviews;
-`data.labels_per_class`), the padded lengths (`buckets`), the classifier's dropouts and head (`classifier.*`),
-the unfreezing phases (`phase_epochs`, `learning_rate`, `group_factor`) and the TF-IDF baseline's candidate C
-(`tfidf_cs`). A run writes classes.json (with the language model's sizes), vocab.json, a checkpoint folder per
+`data.labels_per_class`), the padded lengths (`buckets`; () = chosen from the documents' lengths, none cut when
+`max_tokens` is 0), the classifier's dropouts, head and BPT3C window (`classifier.*`), the unfreezing phases
+(`phase_epochs`, `learning_rate`, `group_factor`) and the TF-IDF baseline's candidate C (`tfidf_cs`). A run
+writes classes.json (with the language model's sizes and the padded lengths), vocab.json, a checkpoint folder per
 stage-2 run, per phase and per scratch rate, and results.json.
 """
 
@@ -27,6 +28,7 @@ from research.core.errors import InputError
 from research.core.train_state import TrainState
 from research.text import baselines, classifier, fortunes, labelled_text, lm_finetune, pretrained_lm, tokens, wt103
 from research.text.awd_lstm import TextClassifier
+from research.text import padded_text
 from research.text.padded_text import BucketedBatches
 
 CLASSES_FILE = "classes.json"
@@ -79,6 +81,15 @@ def language_model(config, split, unlabelled, pretrained, model_config, mesh, wo
     return tuned.lm, {f"{name}_{k}": v for k, v in tuned.metrics.items()}
 
 
+def padded_lengths(config, ids: dict[str, list[np.ndarray]]) -> tuple[int, ...]:
+    """`config.buckets`, or with () the padded lengths from every document's length (training, validation, test:
+    their sizes only), multiples of BPT3C's window, none over `max_tokens` (0: none cut, documents read whole)."""
+    if config.buckets:
+        return tuple(config.buckets)
+    lengths = [len(doc) for part in ids.values() for doc in part]
+    return padded_text.length_buckets(lengths, config.classifier.bptt or 16, config.max_tokens)
+
+
 def make_model(config, vocab_size: int, num_classes: int, model_config: dict) -> TextClassifier:
     """The classifier over the language model's encoder sizes (`model_config`, the LM's AWDLSTM arguments)."""
     lm = {k: model_config[k] for k in ("embed_dim", "hidden", "num_layers")}
@@ -106,7 +117,8 @@ def setup(config, mesh) -> experiment.Setup:
                                       config.lm_finetune.min_freq) if config.lm_finetune.epochs else pretrained.vocab)
     ids = encode(split, vocab)
     model = make_model(config, len(vocab), len(class_names), model_config)
-    batches = BucketedBatches(ids["train"], split.train.labels, config.batch_size, config.buckets, mesh, config.seed)
+    batches = BucketedBatches(ids["train"], split.train.labels, config.batch_size, padded_lengths(config, ids), mesh,
+                              config.seed)
     return experiment.Setup(lambda tx, rng: create_state(model, init_variables(model, rng), tx),
                             lambda peak_lr, total_steps: experiment.one_cycle_optimizer(config, peak_lr, total_steps),
                             steps.make_train_step(classifier.task()), batches, steps.make_eval_step(classifier.task()))
@@ -127,16 +139,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
     with timer("stage2"):
         lm, found = language_model(config, split, unlabelled, pretrained, model_config, mesh, workdir)
         metrics.update(found)
-    classifier.save_classes(workdir, class_names, config.max_tokens, config.buckets, model_config)
     if jax.process_index() == 0:
         lm.vocab.save(os.path.join(workdir, VOCAB_FILE))
     ids = encode(split, lm.vocab)
+    buckets = padded_lengths(config, ids)
+    classifier.save_classes(workdir, class_names, config.max_tokens, buckets, model_config)
     model = make_model(config, len(lm.vocab), len(class_names), model_config)
-    batches = BucketedBatches(ids["train"], split.train.labels, config.batch_size, config.buckets, mesh, config.seed)
+    batches = BucketedBatches(ids["train"], split.train.labels, config.batch_size, buckets, mesh, config.seed)
     predict_step = jax.jit(steps.make_predict(classifier.task()))
     evaluate = lambda state, name, prefix: classifier.evaluate_documents(
-        predict_step, state, ids[name], getattr(split, name).labels, config.eval_batch_size, config.buckets,
-        prefix)[0]
+        predict_step, state, ids[name], getattr(split, name).labels, config.eval_batch_size, buckets, prefix)[0]
 
     def fit(variables, tx, num_steps, subdir, frozen=()):
         train_step = steps.make_train_step(classifier.task(), frozen)  # no backward pass below `frozen`
@@ -186,7 +198,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     timings = timer.total()
     return experiment.write_results(workdir, metrics, config, timings, mesh, class_names=class_names,
                                     train_documents=len(split.train.texts), unlabelled_documents=len(unlabelled),
-                                    test_documents=len(split.test.texts),
+                                    test_documents=len(split.test.texts), buckets=list(buckets),
                                     stages_2_and_3_seconds=timings.get("stage2", 0.0) + timings.get("stage3", 0.0))
 
 
@@ -206,15 +218,14 @@ def predict(config, workdir: str, input_path: str) -> list[dict]:
     vocab = tokens.Vocab.load(os.path.join(workdir, VOCAB_FILE))
     with open(os.path.join(workdir, CLASSES_FILE)) as f:
         saved = json.load(f)
-    class_names, model_config = saved["class_names"], saved["language_model"]
+    class_names, model_config, buckets = saved["class_names"], saved["language_model"], saved["buckets"]
     model = make_model(config, len(vocab), len(class_names), model_config)
     last_phase = os.path.join(workdir, f"ulmfit_phase{len(config.phase_epochs)}")
     state = inference.restore_for_inference(last_phase, model.apply, init_variables(model, jax.random.key(0)))
     names, texts = read_inputs(input_path)
     docs = [vocab.numericalize(tokens.tokenize(t)) for t in texts]
     _, logits = classifier.evaluate_documents(jax.jit(steps.make_predict(classifier.task())), state, docs,
-                                              np.zeros(len(docs), np.int32), config.eval_batch_size, config.buckets,
-                                              "")
+                                              np.zeros(len(docs), np.int32), config.eval_batch_size, buckets, "")
     probabilities = np.asarray(jax.nn.softmax(jnp.asarray(logits)))
     return [{"input": n, "predicted": class_names[int(p.argmax())], "probability": round(float(p.max()), 4)}
             for n, p in zip(names, probabilities)]

@@ -9,6 +9,7 @@ import optax
 import pytest
 
 from research.core import sharding, steps
+from research.core.errors import InputError
 from research.core.train_state import TrainState
 from research.text import (classifier as text_classifier, documents as text, fortunes, language_model, lm_tokens,
                            ngram, padded_text, rnn, tokens)
@@ -254,6 +255,21 @@ def test_bucketed_batches_are_pure_and_use_few_lengths():
     assert sorted(seen) == sorted(len(d) for d in docs)  # every document once per epoch
 
 
+def test_padded_lengths_from_the_documents_read_the_longest_whole():
+    """51 documents of 10 tokens, 39 of 100, 9 of 300, one of 1000: the median (the 51st shortest: 10), the 90th
+    (the 91st: 300) and 99th (the 100th: 1000) percentiles and the longest, rounded up to BPT3C's window of 64."""
+    lengths = [10] * 51 + [100] * 39 + [300] * 9 + [1000]
+    assert padded_text.length_buckets(lengths, 64) == (64, 320, 1024)
+    assert padded_text.length_buckets(lengths, 64, max_tokens=500) == (64, 320, 500)  # none above the cap
+    docs = [np.full(n, 5, np.int32) for n in lengths]
+    batches = BucketedBatches(docs, np.arange(100) % 2, 4, padded_text.length_buckets(lengths, 64),
+                              sharding.make_mesh(1), seed=0)
+    read = sorted(int(n) for step in range(25) for n in jax.device_get(batches.batch(step))["token_mask"].sum(1))
+    assert read == sorted(lengths)  # every token of every document, the longest too
+    with pytest.raises(InputError, match="no documents"):
+        padded_text.length_buckets([], 64)
+
+
 def test_ulmfit_phases_freeze_and_discriminate():
     groups = ["^encoder/embed/", "^encoder/rnn_0/", "^encoder/rnn_1/", "^head_"]
     phases = text_classifier.ulmfit_phases(len(groups), (1, 1, 1, 2), 2e-2)
@@ -270,7 +286,6 @@ def test_labelled_text_errors_are_one_line_naming_the_file_or_column(tmp_path):
     """Your own labelled text (research/text/labelled_text.py): bytes that are not utf-8, a test class the
     training data lacks, a missing column or folder are one-line InputErrors naming the file, column or class;
     empty documents are skipped and a class missing from the test split is a warning, both naming the split."""
-    from research.core.errors import InputError
     from research.text import labelled_text
 
     def folders(root, files):
