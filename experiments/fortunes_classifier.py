@@ -15,7 +15,8 @@ downloaded once) or the workdir of an experiments/fortunes_lm.py run.
 The course's IMDB sentiment task (TFDS imdb_reviews; for an accelerator, needs the download):
   .venv/bin/python scripts/train.py --config experiments/fortunes_classifier.py:imdb --workdir runs/imdb
 Your own labelled text: `--config.data.source=folder --config.data.path=DIR` (DIR/train/<class>/*,
-DIR/test/<class>/*, the aclImdb layout) or `--config.data.source=csv --config.data.path=FILE.csv`.
+DIR/test/<class>/*, the aclImdb layout; DIR/train/unsup/*, if there, is unlabelled text for stage 2; every
+document is read whole) or `--config.data.source=csv --config.data.path=FILE.csv`.
 Topics of new texts (a folder of files, or a file with one text per line; rows of input, predicted, probability):
   .venv/bin/python scripts/predict.py --workdir runs/fortunes_classifier --input DIR_OR_FILE
 The TF-IDF baseline is research/text/baselines.py's.
@@ -41,11 +42,13 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c = configs.base()
     c.pretrained = "general-english-v1-awd"  # stage 1: scripts/pretrain_lm.py's artifact, WT103_FWD or an LM workdir
     c.lm_finetune = ml_collections.ConfigDict(dict(  # stage 2 on the training texts (epochs 0: skip it)
-        epochs=2, learning_rate=3e-3, batch_size=32, bptt=70, vocab_size=8000, min_freq=2))
+        epochs=2, learning_rate=3e-3, batch_size=32, bptt=70, vocab_size=8000, min_freq=2,
+        max_unlabelled=10000))  # at most this many unlabelled texts, drawn by the seed (0: all)
     c.no_stage1_ablation = True  # also stages 2 and 3 from a fresh language model (what stage 1 buys)
     c.data = ml_collections.ConfigDict(dict(
         source="fortunes", path="", num_topics=10, test_fraction=0.2, valid_fraction=0.1,
         text_column="text", label_column="label",
+        unlabelled_folder="unsup",  # a folder's train/unsup holds unlabelled texts for stage 2 (aclImdb), not a class
         labels_per_class=0))  # N > 0: N labelled training documents per class (ULMFiT's few-label setting)
     c.max_tokens = 0  # > 0: longer documents are cut; 0: every document read whole
     c.buckets = ()  # padded lengths, one compilation each; (): from the documents' lengths (median to longest)
@@ -65,6 +68,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     if preset == "imdb":
         c.data.source = "tfds"
         c.max_tokens, c.buckets = 1024, (256, 512, 1024)  # reviews cut at 1024 tokens
+        c.lm_finetune.max_unlabelled = 0  # stage 2 reads all 50k unlabelled reviews
         c.batch_size = 64
     return c
 

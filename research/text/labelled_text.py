@@ -37,21 +37,34 @@ def _labelled(texts, names, class_names, where) -> LabelledTexts:
     return LabelledTexts([texts[i] for i in keep], np.asarray([index[names[i]] for i in keep], np.int32))
 
 
-def read_class_folders(path: str, split: str) -> tuple[list[str], list[str]]:
-    """(texts, class names) of path/split/<class>/* (sorted)."""
+def read_class_folders(path: str, split: str, unlabelled: str = "") -> tuple[list[str], list[str]]:
+    """(texts, class names) of path/split/<class>/* (sorted); a folder named `unlabelled` is not a class."""
     root = os.path.join(path, split)
     if not os.path.isdir(root):
         raise InputError(f"{root} is not a folder (expected {path}/{split}/<class>/*.txt)")
     texts, names = [], []
     for name in sorted(os.listdir(root)):
         folder = os.path.join(root, name)
-        if os.path.isdir(folder):
+        if os.path.isdir(folder) and name != unlabelled:
             for file in sorted(os.listdir(folder)):
-                texts.append(read_text(os.path.join(folder, file)))
+                texts.append(html_breaks(read_text(os.path.join(folder, file))))
                 names.append(name)
     if not texts:
         raise InputError(f"{root} holds no class folders with files")
     return texts, names
+
+
+def read_unlabelled_folder(path: str, unlabelled: str) -> list[str]:
+    """The texts of path/train/`unlabelled`/* (aclImdb's train/unsup), or none when there is no such folder."""
+    folder = os.path.join(path, "train", unlabelled)
+    if not unlabelled or not os.path.isdir(folder):
+        return []
+    return [html_breaks(read_text(os.path.join(folder, file))) for file in sorted(os.listdir(folder))]
+
+
+def html_breaks(text: str) -> str:
+    """HTML line breaks (`<br />`, as in IMDB's reviews) as new lines."""
+    return text.replace("<br />", "\n")
 
 
 def read_csv(path: str, text_column: str = "text", label_column: str = "label") -> tuple[list[str], list[str]]:
@@ -78,11 +91,13 @@ def stratified_split(texts, names, fraction: float, seed: int):
 
 
 def load(source: str, path: str, seed: int, valid_fraction: float = 0.1, test_fraction: float = 0.2,
-         text_column: str = "text", label_column: str = "label", data_dir: str = "") -> tuple[Split, list[str]]:
-    """(train/valid/test LabelledTexts, class names) from `source` in {"folder", "csv", "tfds"}."""
+         text_column: str = "text", label_column: str = "label", data_dir: str = "",
+         unlabelled_folder: str = "") -> tuple[Split, list[str]]:
+    """(train/valid/test LabelledTexts, class names) from `source` in {"folder", "csv", "tfds"}; a folder's
+    train/`unlabelled_folder` is not a class (read_unlabelled_folder reads it)."""
     if source == "folder":
-        train_texts, train_names = read_class_folders(path, "train")
-        test_texts, test_names = read_class_folders(path, "test")
+        train_texts, train_names = read_class_folders(path, "train", unlabelled_folder)
+        test_texts, test_names = read_class_folders(path, "test", unlabelled_folder)
     elif source == "csv":
         texts, names = read_csv(path, text_column, label_column)
         rest, held = stratified_split(texts, names, test_fraction, seed)
@@ -115,7 +130,7 @@ def _tfds_imdb(split: str, data_dir: str) -> tuple[list[str], list[str]]:
         text = example["text"]
         texts.append(text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text))
         labels.append(names[int(example["label"])] if split != "unsupervised" else "")
-    return [t.replace("<br />", "\n") for t in texts], labels
+    return [html_breaks(t) for t in texts], labels
 
 
 def labels_per_class(labelled: LabelledTexts, n: int, seed: int) -> tuple[LabelledTexts, list[str]]:

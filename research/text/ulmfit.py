@@ -38,25 +38,35 @@ LM_DROPOUTS = dict(embed_drop=0.03, input_drop=0.18, hidden_drop=0.09, weight_dr
 
 
 def load_split(config):
-    """(Split of LabelledTexts, unlabelled training texts, class names). With `data.labels_per_class` = N > 0,
-    the training split keeps N labelled documents per class and the rest become unlabelled texts (stage 2 reads
-    them; labelled_text.labels_per_class)."""
+    """(Split of LabelledTexts, unlabelled training texts, class names). The unlabelled texts (stage 2 reads
+    them): a folder's train/`data.unlabelled_folder` (aclImdb's unsup), TFDS imdb_reviews' unsupervised split,
+    and with `data.labels_per_class` = N > 0 the labelled training documents beyond N per class
+    (labelled_text.labels_per_class); at most `lm_finetune.max_unlabelled` of them (0: all), drawn by the seed."""
     d = config.data
+    unlabelled = []
     if d.source == "fortunes":
         split, class_names = fortunes.topic_split(d.path, d.num_topics, config.seed, d.test_fraction,
                                                   d.valid_fraction)
     else:
         split, class_names = labelled_text.load(d.source, d.path, config.seed, d.valid_fraction, d.test_fraction,
-                                                d.text_column, d.label_column, config.data_dir)
-    unlabelled = []
-    if d.get("labels_per_class", 0):
-        train, unlabelled = labelled_text.labels_per_class(split.train, d.labels_per_class, config.seed)
-        split = split._replace(train=train)
+                                                d.text_column, d.label_column, config.data_dir, d.unlabelled_folder)
+        if d.source == "folder":
+            unlabelled = labelled_text.read_unlabelled_folder(d.path, d.unlabelled_folder)
+        elif d.source == "tfds":
+            unlabelled = labelled_text.tfds_imdb_unlabelled(config.data_dir)
+    if d.labels_per_class:
+        train, rest = labelled_text.labels_per_class(split.train, d.labels_per_class, config.seed)
+        split, unlabelled = split._replace(train=train), rest + unlabelled
+    limit = config.lm_finetune.max_unlabelled
+    if 0 < limit < len(unlabelled):
+        keep = np.sort(np.random.default_rng(config.seed).permutation(len(unlabelled))[:limit])
+        unlabelled = [unlabelled[i] for i in keep]
     return split, unlabelled, class_names
 
 
 def encode(split, vocab: tokens.Vocab) -> dict[str, list[np.ndarray]]:
-    return {name: [vocab.numericalize(tokens.tokenize(t)) for t in part.texts] for name, part in split._asdict().items()}
+    return {name: [vocab.numericalize(tokens.tokenize(t)) for t in part.texts]
+            for name, part in split._asdict().items()}
 
 
 def pretrained_model(config) -> tuple[wt103.Pretrained, dict]:

@@ -34,3 +34,23 @@ def test_the_classifier_config_trains_on_n_per_class():
     assert set(split.train.texts) <= set(full.train.texts)
     # The labels not used still serve stage 2: the kept and the unlabelled texts are the whole training split.
     assert sorted(split.train.texts + unlabelled) == sorted(full.train.texts)
+
+
+def test_an_aclimdb_folder_gives_its_unsup_reviews_to_stage2_not_a_class(tmp_path):
+    """The aclImdb layout: train/pos, train/neg, train/unsup (unlabelled reviews), test/pos, test/neg. unsup is not
+    a class: its texts are stage 2's, at most `lm_finetune.max_unlabelled` of them; HTML line breaks are new lines."""
+    for split, name, count in (("train", "pos", 10), ("train", "neg", 10), ("train", "unsup", 7), ("test", "pos", 3),
+                               ("test", "neg", 3)):
+        (tmp_path / split / name).mkdir(parents=True)
+        for i in range(count):
+            (tmp_path / split / name / f"{i}_7.txt").write_text(f"{name} review {i}<br /><br />the end")
+    (tmp_path / "train" / "labeledBow.feat").write_text("0 0:1")  # aclImdb's other files are not reviews
+    config = fortunes_classifier.get_config("cpu")
+    config.data.source, config.data.path, config.data.valid_fraction = "folder", str(tmp_path), 0.2
+    split, unlabelled, class_names = ulmfit.load_split(config)
+    assert class_names == ["neg", "pos"] and len(split.train.texts) + len(split.valid.texts) == 20
+    assert sorted(unlabelled) == sorted(f"unsup review {i}\n\nthe end" for i in range(7))
+    assert all("<br" not in t for t in split.train.texts + split.test.texts)
+    config.lm_finetune.max_unlabelled = 4
+    _, fewer, _ = ulmfit.load_split(config)
+    assert len(fewer) == 4 and set(fewer) <= set(unlabelled)
