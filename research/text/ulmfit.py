@@ -26,9 +26,9 @@ import numpy as np
 from research.core import experiment, inference, sharding, steps, trainer
 from research.core.errors import InputError
 from research.core.train_state import TrainState
-from research.text import baselines, classifier, fortunes, labelled_text, lm_finetune, pretrained_lm, tokens, wt103
+from research.text import (baselines, classifier, fortunes, labelled_text, lm_finetune, padded_text, pretrained_lm,
+                           tokens, wt103)
 from research.text.awd_lstm import TextClassifier
-from research.text import padded_text
 from research.text.padded_text import BucketedBatches
 
 CLASSES_FILE = "classes.json"
