@@ -28,7 +28,8 @@ TIMEOUT = 1500
 # flips and crops; here it also runs with mixed precision and FSDP); fashion_mnist_sgdr, fashion_mnist_wide_head
 # and fashion_transfer train fashion_mnist's ResNet with the same classification step (another schedule, a dense
 # head, frozen groups); movielens:dot is movielens:net's embeddings without the MLP; fortunes_lm:cpu is
-# fortunes_lm:long's AWD-LSTM smaller (and long adds FSDP); segmentation over an ImageNet ResNet-34 is pets' ResNet-34 under the U-Net.
+# fortunes_lm:long's AWD-LSTM smaller (and long adds FSDP); segmentation over an ImageNet ResNet-34 is pets'
+# ResNet-34 under the U-Net.
 # fortunes_classifier is not here: its setup reads a trained language model's workdir; its encoder is
 # fortunes_lm's AWD-LSTM, exported below, and tests/test_experiments.py trains and runs it end to end.
 IMAGES = {"data.train_examples": 600, "data.test_examples": 100, "batch_size": 64, "eval_batch_size": 64}
