@@ -18,7 +18,9 @@ Data: the Debian `fortunes` package (research/text/fortunes.py), fortunes held o
 Reaches (default preset, 2-core CPU, on the de-duplicated split of research/text/near_duplicates.py): held-out
 (test) loss 1.928 nats per character after 3 epochs (771 steps), validation 1.926; the Kneser-Ney baseline (order
 7, chosen on validation) reaches 1.504, so the net does NOT yet beat it, nor issue 15's 1.65 (README "NLP"). The
-whole command took 428 s on the idle CPU before de-duplication (not re-measured since).
+whole command took 428 s on the idle CPU before de-duplication; session 15's idle machine, about 2x slower per
+step, took 14.8 minutes to train it, and 6.2 for the same model with the QRNN cell (`model.cell=qrnn`: test
+1.835; scripts/benchmark_lm_cells.py, docs/benchmarks.md).
 Writes samples.txt (temperatures 0.5 and 1.0), vocab.json, results.json, checkpoints.
 """
 
